@@ -1,0 +1,236 @@
+//! Request facts in, action out (SPEC §3). The nginx glue gathers the facts,
+//! calls these functions and applies what they return; it decides nothing.
+
+use crate::config::OnFailure;
+use crate::error::Rejection;
+
+/// What the `Authorization` header carries.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Credential<'a> {
+    /// No header, or a scheme other than Bearer (e.g. Basic).
+    None,
+    /// `Bearer <token>`; the token may be unusable (checked by validation).
+    Bearer(&'a str),
+    /// `Bearer` with nothing usable after it.
+    MalformedBearer,
+}
+
+/// RFC 6750 §2.1: `Bearer` (any case), one or more spaces, a token68.
+pub fn extract_bearer(authorization: Option<&[u8]>) -> Credential<'_> {
+    let Some(h) = authorization else { return Credential::None };
+    let h = trim_ows(h);
+    if h.len() < 6 || !h[..6].eq_ignore_ascii_case(b"bearer") {
+        return Credential::None;
+    }
+    let rest = &h[6..];
+    if rest.is_empty() {
+        return Credential::MalformedBearer;
+    }
+    if rest[0] != b' ' && rest[0] != b'\t' {
+        // e.g. "BearerXYZ": another scheme name
+        return Credential::None;
+    }
+    let token = trim_ows(rest);
+    let token68 = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b);
+    let body_len = token.iter().position(|&b| b == b'=').unwrap_or(token.len());
+    if token.is_empty()
+        || !token[..body_len].iter().all(|&b| token68(b))
+        || !token[body_len..].iter().all(|&b| b == b'=')
+    {
+        return Credential::MalformedBearer;
+    }
+    match std::str::from_utf8(token) {
+        Ok(t) => Credential::Bearer(t),
+        Err(_) => Credential::MalformedBearer,
+    }
+}
+
+fn trim_ows(mut b: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = b {
+        b = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = b {
+        b = rest;
+    }
+    b
+}
+
+/// Facts about a request that decide what an unauthenticated one gets.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    pub method: &'a str,
+    pub accept: Option<&'a str>,
+    pub sec_fetch_mode: Option<&'a str>,
+    pub x_requested_with: bool,
+    pub access_control_request_method: bool,
+}
+
+impl RequestFacts<'_> {
+    /// A browser navigation (SPEC §3, `auto`).
+    pub fn is_navigation(&self) -> bool {
+        if self.method != "GET" && self.method != "HEAD" {
+            return false;
+        }
+        if self.x_requested_with {
+            return false;
+        }
+        match self.sec_fetch_mode {
+            Some(m) => m.eq_ignore_ascii_case("navigate"),
+            None => self
+                .accept
+                .is_some_and(|a| a.to_ascii_lowercase().contains("text/html")),
+        }
+    }
+
+    /// A CORS preflight request.
+    pub fn is_preflight(&self) -> bool {
+        self.method == "OPTIONS" && self.access_control_request_method
+    }
+}
+
+/// What the access phase does with a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Authenticated: identity variables are set; continue.
+    Allow,
+    /// Not authenticated, but let through with empty identity.
+    Pass,
+    /// Start the browser login.
+    Redirect,
+    /// `401` with this `WWW-Authenticate` value.
+    Unauthorized { challenge: String },
+    /// `503` with `Retry-After`.
+    Unavailable { retry_after: u64 },
+}
+
+/// The `Bearer` challenge (RFC 6750 §3).
+pub fn challenge(realm: &str, error: Option<Rejection>) -> String {
+    let mut s = format!("Bearer realm=\"{}\"", quote(realm));
+    if let Some(e) = error {
+        s.push_str(", error=\"invalid_token\", error_description=\"");
+        s.push_str(e.description());
+        s.push('"');
+    }
+    s
+}
+
+fn quote(v: &str) -> String {
+    v.chars()
+        .filter(|c| !c.is_control())
+        .flat_map(|c| match c {
+            '"' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect()
+}
+
+/// No credentials at all: the location's `oauth2_on_failure` decides.
+/// `browser_login` says whether the redirect to the provider is possible.
+pub fn unauthenticated(
+    on_failure: OnFailure,
+    facts: &RequestFacts<'_>,
+    browser_login: bool,
+    realm: &str,
+) -> Action {
+    let deny = || Action::Unauthorized { challenge: challenge(realm, None) };
+    match on_failure {
+        OnFailure::Pass => Action::Pass,
+        OnFailure::Unauthorized | OnFailure::Auto if facts.is_preflight() => Action::Pass,
+        OnFailure::Unauthorized => deny(),
+        OnFailure::Redirect if browser_login => Action::Redirect,
+        OnFailure::Auto if browser_login && facts.is_navigation() => Action::Redirect,
+        OnFailure::Redirect | OnFailure::Auto => deny(),
+    }
+}
+
+/// A bearer token was presented and rejected: never a redirect, whatever
+/// `oauth2_on_failure` says (SPEC §3).
+pub fn rejected_bearer(why: Rejection, realm: &str, retry_after: u64) -> Action {
+    match why {
+        Rejection::ProviderUnavailable => Action::Unavailable { retry_after },
+        Rejection::MissingToken => Action::Unauthorized { challenge: challenge(realm, None) },
+        other => Action::Unauthorized { challenge: challenge(realm, Some(other)) },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_extraction() {
+        assert_eq!(extract_bearer(None), Credential::None);
+        assert_eq!(extract_bearer(Some(b"Bearer abc.def-_~+/=")), Credential::Bearer("abc.def-_~+/="));
+        assert_eq!(extract_bearer(Some(b"bearer abc")), Credential::Bearer("abc"));
+        assert_eq!(extract_bearer(Some(b"BEARER    abc  ")), Credential::Bearer("abc"));
+        assert_eq!(extract_bearer(Some(b"Basic dXNlcjpwYXNz")), Credential::None);
+        assert_eq!(extract_bearer(Some(b"BearerX abc")), Credential::None);
+        assert_eq!(extract_bearer(Some(b"Bearer")), Credential::MalformedBearer);
+        assert_eq!(extract_bearer(Some(b"Bearer   ")), Credential::MalformedBearer);
+        assert_eq!(extract_bearer(Some(b"Bearer a b")), Credential::MalformedBearer);
+        assert_eq!(extract_bearer(Some(b"Bearer a=b")), Credential::MalformedBearer);
+        assert_eq!(extract_bearer(Some(b"Bearer \xff\xfe")), Credential::MalformedBearer);
+        assert_eq!(extract_bearer(Some(b"Bearer a\r\nX: y")), Credential::MalformedBearer);
+    }
+
+    fn facts<'a>(method: &'a str, accept: Option<&'a str>, mode: Option<&'a str>) -> RequestFacts<'a> {
+        RequestFacts { method, accept, sec_fetch_mode: mode, ..Default::default() }
+    }
+
+    #[test]
+    fn navigation_detection() {
+        assert!(facts("GET", Some("text/html,application/xhtml+xml"), None).is_navigation());
+        assert!(facts("GET", Some("*/*"), Some("navigate")).is_navigation());
+        assert!(facts("HEAD", Some("text/html"), None).is_navigation());
+        assert!(!facts("GET", Some("text/html"), Some("cors")).is_navigation());
+        assert!(!facts("GET", Some("application/json"), None).is_navigation());
+        assert!(!facts("GET", Some("*/*"), None).is_navigation()); // curl
+        assert!(!facts("GET", None, None).is_navigation());
+        assert!(!facts("POST", Some("text/html"), Some("navigate")).is_navigation());
+        let mut xhr = facts("GET", Some("text/html"), None);
+        xhr.x_requested_with = true;
+        assert!(!xhr.is_navigation());
+    }
+
+    #[test]
+    fn unauthenticated_actions() {
+        let nav = facts("GET", Some("text/html"), None);
+        let api = facts("GET", Some("application/json"), None);
+        let deny = Action::Unauthorized { challenge: "Bearer realm=\"r\"".into() };
+        assert_eq!(unauthenticated(OnFailure::Unauthorized, &nav, true, "r"), deny);
+        assert_eq!(unauthenticated(OnFailure::Pass, &api, true, "r"), Action::Pass);
+        assert_eq!(unauthenticated(OnFailure::Redirect, &api, true, "r"), Action::Redirect);
+        assert_eq!(unauthenticated(OnFailure::Auto, &nav, true, "r"), Action::Redirect);
+        assert_eq!(unauthenticated(OnFailure::Auto, &api, true, "r"), deny);
+        // no browser login configured: never a redirect
+        assert_eq!(unauthenticated(OnFailure::Auto, &nav, false, "r"), deny);
+        assert_eq!(unauthenticated(OnFailure::Redirect, &nav, false, "r"), deny);
+        let pre = RequestFacts { method: "OPTIONS", access_control_request_method: true, ..Default::default() };
+        assert_eq!(unauthenticated(OnFailure::Unauthorized, &pre, true, "r"), Action::Pass);
+        assert_eq!(unauthenticated(OnFailure::Auto, &pre, true, "r"), Action::Pass);
+        let opt = RequestFacts { method: "OPTIONS", ..Default::default() };
+        assert_eq!(unauthenticated(OnFailure::Unauthorized, &opt, true, "r"), deny);
+    }
+
+    #[test]
+    fn rejected_bearer_never_redirects() {
+        for why in [Rejection::Expired, Rejection::Malformed, Rejection::BadSignature] {
+            match rejected_bearer(why, "api", 5) {
+                Action::Unauthorized { challenge } => {
+                    assert!(challenge.starts_with("Bearer realm=\"api\", error=\"invalid_token\""));
+                    assert!(challenge.contains(why.description()));
+                }
+                a => panic!("{a:?}"),
+            }
+        }
+        assert_eq!(
+            rejected_bearer(Rejection::ProviderUnavailable, "api", 5),
+            Action::Unavailable { retry_after: 5 }
+        );
+    }
+
+    #[test]
+    fn realm_is_quoted() {
+        assert_eq!(challenge("a\"b\\c\r\n", None), "Bearer realm=\"a\\\"b\\\\c\"");
+    }
+}

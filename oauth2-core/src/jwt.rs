@@ -1,0 +1,443 @@
+//! Validation of JWT access tokens (RFC 7519, RFC 9068) against a key set.
+//!
+//! The allowed algorithms come from configuration, never from the token; the
+//! key comes from the configured key set, never from `jku`, `x5u` or an
+//! embedded `jwk` header (those are ignored).
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::Algorithm;
+use serde_json::{Map, Value};
+
+use crate::config::parse_algorithm;
+use crate::error::Rejection;
+use crate::keys::{KeySet, Lookup};
+
+/// Tokens longer than this are rejected before any parsing.
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Expected `iss`; `None` skips the check (no issuer configured).
+    pub issuer: Option<String>,
+    /// Accepted `aud` values; at least one must be present in the token.
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<Algorithm>,
+    pub skew_secs: u64,
+}
+
+pub type Claims = Map<String, Value>;
+
+#[derive(Debug)]
+pub struct Validated {
+    pub claims: Claims,
+    pub exp: u64,
+}
+
+/// A token split into its parts, with the header decoded.
+pub struct Parsed<'a> {
+    pub alg: Algorithm,
+    pub kid: Option<String>,
+    signing_input: &'a str,
+    signature: &'a str,
+    payload: &'a str,
+}
+
+/// Does this look like a compact JWS (three base64url parts)? Used to pick
+/// JWT validation over introspection for `oauth2_token_validation auto`.
+pub fn looks_like_jwt(token: &str) -> bool {
+    let mut n = 0;
+    for part in token.split('.') {
+        n += 1;
+        if n > 3 || !is_b64url(part) {
+            return false;
+        }
+    }
+    n == 3
+}
+
+fn is_b64url(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn b64_json(part: &str) -> Result<Map<String, Value>, Rejection> {
+    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| Rejection::Malformed)?;
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(Rejection::Malformed),
+    }
+}
+
+/// Step one: split, decode the header, check `alg`, `typ` and `crit`.
+pub fn parse<'a>(token: &'a str, policy: &Policy) -> Result<Parsed<'a>, Rejection> {
+    if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+        return Err(Rejection::Malformed);
+    }
+    let mut parts = token.splitn(4, '.');
+    let (h, p, s) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(h), Some(p), Some(s), None) => (h, p, s),
+        _ => return Err(Rejection::Malformed),
+    };
+    if h.is_empty() || p.is_empty() || !is_b64url(h) || !is_b64url(p) || !is_b64url(s) {
+        return Err(Rejection::Malformed);
+    }
+    let header = b64_json(h)?;
+    let alg_name = match header.get("alg") {
+        Some(Value::String(a)) => a.as_str(),
+        _ => return Err(Rejection::Malformed),
+    };
+    // `none` and anything unknown fail here; the list is the configuration's.
+    let alg = parse_algorithm(alg_name).map_err(|_| Rejection::BadAlgorithm)?;
+    if !policy.algorithms.contains(&alg) {
+        return Err(Rejection::BadAlgorithm);
+    }
+    if s.is_empty() {
+        return Err(Rejection::BadSignature);
+    }
+    // RFC 7515 §4.1.11: we understand no extension, so any `crit` is fatal.
+    if header.contains_key("crit") {
+        return Err(Rejection::UnsupportedCritical);
+    }
+    match header.get("typ") {
+        None => {}
+        Some(Value::String(t)) => {
+            let t = t.strip_prefix("application/").unwrap_or(t);
+            if !t.eq_ignore_ascii_case("jwt") && !t.eq_ignore_ascii_case("at+jwt") {
+                return Err(Rejection::BadType);
+            }
+        }
+        Some(_) => return Err(Rejection::BadType),
+    }
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(k)) => Some(k.clone()),
+        Some(_) => return Err(Rejection::Malformed),
+    };
+    Ok(Parsed {
+        alg,
+        kid,
+        signing_input: &token[..h.len() + 1 + p.len()],
+        signature: s,
+        payload: p,
+    })
+}
+
+/// Step two: verify the signature with the key set.
+pub fn verify(parsed: &Parsed<'_>, keys: &KeySet) -> Result<(), Rejection> {
+    let candidates = match keys.lookup(parsed.kid.as_deref(), parsed.alg) {
+        Lookup::Found(c) => c,
+        Lookup::UnknownKid => return Err(Rejection::UnknownKey),
+        Lookup::NoFittingKey => return Err(Rejection::BadSignature),
+    };
+    for key in candidates {
+        match jsonwebtoken::crypto::verify(
+            parsed.signature,
+            parsed.signing_input.as_bytes(),
+            key.decoding(),
+            parsed.alg,
+        ) {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(_) => {}
+        }
+    }
+    Err(Rejection::BadSignature)
+}
+
+fn time_claim(claims: &Claims, name: &str) -> Result<Option<u64>, Rejection> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => {
+            if let Some(v) = n.as_u64() {
+                Ok(Some(v))
+            } else if let Some(f) = n.as_f64() {
+                if f.is_finite() && f >= 0.0 {
+                    Ok(Some(f as u64))
+                } else {
+                    Err(Rejection::BadTimeClaim)
+                }
+            } else {
+                Err(Rejection::BadTimeClaim)
+            }
+        }
+        Some(_) => Err(Rejection::BadTimeClaim),
+    }
+}
+
+/// Step three: the claims (`exp`, `nbf`, `iat`, `iss`, `aud`).
+pub fn check_claims(claims: Claims, policy: &Policy, now: u64) -> Result<Validated, Rejection> {
+    let skew = policy.skew_secs;
+    let exp = time_claim(&claims, "exp")?.ok_or(Rejection::BadTimeClaim)?;
+    if now >= exp.saturating_add(skew) {
+        return Err(Rejection::Expired);
+    }
+    if let Some(nbf) = time_claim(&claims, "nbf")? {
+        if nbf > now.saturating_add(skew) {
+            return Err(Rejection::NotYetValid);
+        }
+    }
+    if let Some(iat) = time_claim(&claims, "iat")? {
+        if iat > now.saturating_add(skew) {
+            return Err(Rejection::IssuedInFuture);
+        }
+    }
+    if let Some(iss) = &policy.issuer {
+        match claims.get("iss") {
+            Some(Value::String(t)) if t.trim_end_matches('/') == iss.trim_end_matches('/') => {}
+            _ => return Err(Rejection::WrongIssuer),
+        }
+    }
+    let aud_ok = match claims.get("aud") {
+        Some(Value::String(a)) => policy.audiences.iter().any(|x| x == a),
+        Some(Value::Array(v)) => v
+            .iter()
+            .any(|a| a.as_str().is_some_and(|a| policy.audiences.iter().any(|x| x == a))),
+        _ => false,
+    };
+    if !aud_ok {
+        return Err(Rejection::WrongAudience);
+    }
+    Ok(Validated { claims, exp })
+}
+
+/// The whole check: parse, verify, claims.
+pub fn validate(token: &str, keys: &KeySet, policy: &Policy, now: u64) -> Result<Validated, Rejection> {
+    let parsed = parse(token, policy)?;
+    verify(&parsed, keys)?;
+    let claims = b64_json(parsed.payload)?;
+    check_claims(claims, policy, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DEFAULT_ALGORITHMS;
+    use crate::keys::KeySource;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+
+    // A throwaway RSA-2048 test key (generated for these tests only).
+    const RSA_PRIV: &str = include_str!("../testdata/rsa_priv.pem");
+    const RSA_JWKS: &str = include_str!("../testdata/rsa_jwks.json");
+    const RSA_PUB_PEM: &str = include_str!("../testdata/rsa_pub.pem");
+    const FOREIGN_PRIV: &str = include_str!("../testdata/foreign_priv.pem");
+    const EC_PRIV: &str = include_str!("../testdata/ec_priv.pem");
+    const EC_JWKS: &str = include_str!("../testdata/ec_jwks.json");
+    const NOW: u64 = 1_800_000_000;
+
+    fn policy() -> Policy {
+        Policy {
+            issuer: Some("https://op.test".into()),
+            audiences: vec!["api".into()],
+            algorithms: DEFAULT_ALGORITHMS.to_vec(),
+            skew_secs: 60,
+        }
+    }
+
+    fn keys() -> KeySet {
+        KeySet::parse(RSA_JWKS.as_bytes(), KeySource::Network)
+            .unwrap()
+            .merge(KeySet::parse(EC_JWKS.as_bytes(), KeySource::Network).unwrap())
+    }
+
+    fn claims() -> Value {
+        json!({"iss":"https://op.test","aud":"api","sub":"alice","iat":NOW-10,"exp":NOW+300})
+    }
+
+    fn sign_with(c: &Value, alg: Algorithm, kid: Option<&str>, pem: &str) -> String {
+        let mut h = Header::new(alg);
+        h.kid = kid.map(str::to_string);
+        h.typ = Some("at+jwt".into());
+        let key = match alg {
+            Algorithm::ES256 => EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+            _ => EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+        };
+        encode(&h, c, &key).unwrap()
+    }
+
+    fn sign(c: &Value) -> String {
+        sign_with(c, Algorithm::RS256, Some("test-rsa"), RSA_PRIV)
+    }
+
+    fn b64(v: &Value) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+    }
+
+    fn check(t: &str) -> Result<Validated, Rejection> {
+        validate(t, &keys(), &policy(), NOW)
+    }
+
+    #[test]
+    fn valid_rs256_and_es256() {
+        let v = check(&sign(&claims())).unwrap();
+        assert_eq!(v.claims["sub"], "alice");
+        assert_eq!(v.exp, NOW + 300);
+        let es = sign_with(&claims(), Algorithm::ES256, Some("test-ec"), EC_PRIV);
+        assert!(check(&es).is_ok());
+        // without kid: every fitting key is tried
+        let nokid = sign_with(&claims(), Algorithm::RS256, None, RSA_PRIV);
+        assert!(check(&nokid).is_ok());
+    }
+
+    #[test]
+    fn time_claims() {
+        let mut c = claims();
+        c["exp"] = json!(NOW - 61);
+        assert_eq!(check(&sign(&c)).unwrap_err(), Rejection::Expired);
+        c["exp"] = json!(NOW - 30); // within skew
+        assert!(check(&sign(&c)).is_ok());
+        let mut c = claims();
+        c["nbf"] = json!(NOW + 120);
+        assert_eq!(check(&sign(&c)).unwrap_err(), Rejection::NotYetValid);
+        c["nbf"] = json!(NOW + 30);
+        assert!(check(&sign(&c)).is_ok());
+        let mut c = claims();
+        c["iat"] = json!(NOW + 3600);
+        assert_eq!(check(&sign(&c)).unwrap_err(), Rejection::IssuedInFuture);
+        let mut c = claims();
+        c.as_object_mut().unwrap().remove("exp");
+        assert_eq!(check(&sign(&c)).unwrap_err(), Rejection::BadTimeClaim);
+        let mut c = claims();
+        c["exp"] = json!("1900000000");
+        assert_eq!(check(&sign(&c)).unwrap_err(), Rejection::BadTimeClaim);
+        let mut c = claims();
+        c["exp"] = json!(-5);
+        assert_eq!(check(&sign(&c)).unwrap_err(), Rejection::BadTimeClaim);
+        let mut c = claims();
+        c["exp"] = json!(u64::MAX);
+        assert!(check(&sign(&c)).is_ok());
+    }
+
+    #[test]
+    fn issuer_and_audience() {
+        let mut c = claims();
+        c["iss"] = json!("https://evil.test");
+        assert_eq!(check(&sign(&c)).unwrap_err(), Rejection::WrongIssuer);
+        c.as_object_mut().unwrap().remove("iss");
+        assert_eq!(check(&sign(&c)).unwrap_err(), Rejection::WrongIssuer);
+        let mut c = claims();
+        c["aud"] = json!("other");
+        assert_eq!(check(&sign(&c)).unwrap_err(), Rejection::WrongAudience);
+        c["aud"] = json!(["other", "api"]);
+        assert!(check(&sign(&c)).is_ok());
+        c["aud"] = json!([1, 2]);
+        assert_eq!(check(&sign(&c)).unwrap_err(), Rejection::WrongAudience);
+        c.as_object_mut().unwrap().remove("aud");
+        assert_eq!(check(&sign(&c)).unwrap_err(), Rejection::WrongAudience);
+    }
+
+    #[test]
+    fn signatures() {
+        let t = sign(&claims());
+        // tampered signature
+        let mut b = t.clone().into_bytes();
+        let i = b.len() - 10;
+        b[i] = if b[i] == b'A' { b'B' } else { b'A' };
+        assert_eq!(check(&String::from_utf8(b).unwrap()).unwrap_err(), Rejection::BadSignature);
+        // tampered payload, original signature
+        let parts: Vec<&str> = t.split('.').collect();
+        let mut c = claims();
+        c["sub"] = json!("mallory");
+        let forged = format!("{}.{}.{}", parts[0], b64(&c), parts[2]);
+        assert_eq!(check(&forged).unwrap_err(), Rejection::BadSignature);
+        // foreign key, claiming our kid
+        let f = sign_with(&claims(), Algorithm::RS256, Some("test-rsa"), FOREIGN_PRIV);
+        assert_eq!(check(&f).unwrap_err(), Rejection::BadSignature);
+        // unknown kid
+        let u = sign_with(&claims(), Algorithm::RS256, Some("nope"), RSA_PRIV);
+        assert_eq!(check(&u).unwrap_err(), Rejection::UnknownKey);
+        // empty signature
+        let e = format!("{}.{}.", parts[0], parts[1]);
+        assert_eq!(check(&e).unwrap_err(), Rejection::BadSignature);
+    }
+
+    #[test]
+    fn algorithm_attacks() {
+        let body = b64(&claims());
+        for alg in ["none", "None", "nOnE", "NONE"] {
+            let h = b64(&json!({"alg": alg, "typ": "JWT"}));
+            assert_eq!(check(&format!("{h}.{body}.")).unwrap_err(), Rejection::BadAlgorithm);
+            assert_eq!(check(&format!("{h}.{body}.AAAA")).unwrap_err(), Rejection::BadAlgorithm);
+        }
+        // HS256 keyed with the RSA public key: not allowed by default...
+        let hs = {
+            let mut h = Header::new(Algorithm::HS256);
+            h.kid = Some("test-rsa".into());
+            encode(&h, &claims(), &EncodingKey::from_secret(RSA_PUB_PEM.as_bytes())).unwrap()
+        };
+        assert_eq!(check(&hs).unwrap_err(), Rejection::BadAlgorithm);
+        // ...and even when HS256 is allowed, an RSA key never verifies it.
+        let mut p = policy();
+        p.algorithms.push(Algorithm::HS256);
+        assert_eq!(validate(&hs, &keys(), &p, NOW).unwrap_err(), Rejection::BadSignature);
+        // a restricted list is honoured
+        let mut p = policy();
+        p.algorithms = vec![Algorithm::ES256];
+        assert_eq!(validate(&sign(&claims()), &keys(), &p, NOW).unwrap_err(), Rejection::BadAlgorithm);
+    }
+
+    #[test]
+    fn header_rules() {
+        let t = sign(&claims());
+        let parts: Vec<&str> = t.split('.').collect();
+        let with_header = |h: Value| format!("{}.{}.{}", b64(&h), parts[1], parts[2]);
+        let crit = with_header(json!({"alg":"RS256","kid":"test-rsa","crit":["exp"],"exp":1}));
+        assert_eq!(check(&crit).unwrap_err(), Rejection::UnsupportedCritical);
+        let typ = with_header(json!({"alg":"RS256","kid":"test-rsa","typ":"JWE"}));
+        assert_eq!(check(&typ).unwrap_err(), Rejection::BadType);
+        // jku / x5u / jwk headers are ignored: the key is still ours, so the
+        // (unchanged-header) signature check decides; here the header changed.
+        let jku = with_header(json!({"alg":"RS256","kid":"test-rsa","jku":"https://evil/jwks"}));
+        assert_eq!(check(&jku).unwrap_err(), Rejection::BadSignature);
+        let kidnum = with_header(json!({"alg":"RS256","kid":5}));
+        assert_eq!(check(&kidnum).unwrap_err(), Rejection::Malformed);
+        // typ variants accepted
+        for typ in ["JWT", "at+jwt", "application/at+jwt", "jwt"] {
+            let mut h = Header::new(Algorithm::RS256);
+            h.kid = Some("test-rsa".into());
+            h.typ = Some(typ.into());
+            let k = EncodingKey::from_rsa_pem(RSA_PRIV.as_bytes()).unwrap();
+            assert!(check(&encode(&h, &claims(), &k).unwrap()).is_ok(), "{typ}");
+        }
+    }
+
+    #[test]
+    fn garbage() {
+        let t = sign(&claims());
+        let parts: Vec<&str> = t.split('.').collect();
+        let cases = vec![
+            String::new(),
+            "abc".into(),
+            "a.b".into(),
+            "a.b.c.d".into(),
+            format!("{t}.x"),
+            "!!!.???.***".into(),
+            format!("{}.{}.{}", "bm90IGpzb24", parts[1], parts[2]),
+            format!("{}.{}.{}", parts[0], b64(&json!([1, 2])), parts[2]),
+            format!("{}.{}.{}", b64(&json!("RS256")), parts[1], parts[2]),
+            format!("{}.{}.{}", parts[0], parts[1].to_owned() + "=", parts[2]),
+            "A".repeat(20 * 1024),
+            format!("{}.{}.{}", parts[0], "A".repeat(20 * 1024), parts[2]),
+            ".".repeat(3),
+        ];
+        for c in cases {
+            assert_eq!(check(&c).unwrap_err(), Rejection::Malformed, "{:.60}", c);
+        }
+        // the signature is checked before the payload is read
+        let p = format!("{}.{}.{}", parts[0], "bm90IGpzb24", parts[2]);
+        assert_eq!(check(&p).unwrap_err(), Rejection::BadSignature);
+        // a non-object payload with a valid signature is still malformed
+        let h = Header { kid: Some("test-rsa".into()), ..Header::new(Algorithm::RS256) };
+        let k = EncodingKey::from_rsa_pem(RSA_PRIV.as_bytes()).unwrap();
+        let arr = encode(&h, &json!([1]), &k).unwrap();
+        assert_eq!(check(&arr).unwrap_err(), Rejection::Malformed);
+    }
+
+    #[test]
+    fn jwt_shape() {
+        assert!(looks_like_jwt(&sign(&claims())));
+        assert!(!looks_like_jwt("opaque-token-value"));
+        assert!(!looks_like_jwt("a.b.c.d"));
+        assert!(!looks_like_jwt("a b.c.d"));
+    }
+}

@@ -1,0 +1,196 @@
+// The test and demo OpenID Provider: panva/oidc-provider (OpenID Certified),
+// configured for the module's tests and run on 127.0.0.1.
+//
+//   node t/op/op.mjs --port 9000 --state /tmp/op-state [--redirect-uri URI]...
+//
+// Keys live in STATE/keys.json (created on first start), so a provider that is
+// stopped and started again on the same port serves the same keys.
+//
+// Besides the provider's own endpoints it serves a few test-only helpers under
+// /__test/ (never part of any real provider):
+//   POST /__test/mint    craft a JWT from the provider's own key (or a foreign
+//                        one) to test how the module rejects bad tokens
+//   POST /__test/rotate  add a new signing key in front of the old ones
+//   GET  /__test/stats   how often each endpoint was called
+import http from 'node:http';
+import fs from 'node:fs';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import Provider from 'oidc-provider';
+
+const args = process.argv.slice(2);
+const opt = { port: 0, state: null, redirect: [] };
+for (let i = 0; i < args.length; i += 1) {
+  if (args[i] === '--port') opt.port = Number(args[++i]);
+  else if (args[i] === '--state') opt.state = args[++i];
+  else if (args[i] === '--redirect-uri') opt.redirect.push(args[++i]);
+  else if (args[i] === '--access-ttl') opt.accessTtl = Number(args[++i]);
+  else { console.error(`unknown argument ${args[i]}`); process.exit(2); }
+}
+if (!opt.port || !opt.state) {
+  console.error('usage: op.mjs --port PORT --state DIR [--redirect-uri URI]...');
+  process.exit(2);
+}
+fs.mkdirSync(opt.state, { recursive: true });
+const issuer = `http://127.0.0.1:${opt.port}`;
+
+function newKey(kind) {
+  const kid = crypto.randomBytes(8).toString('hex');
+  const { privateKey } = kind === 'EC'
+    ? crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' })
+    : crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const jwk = privateKey.export({ format: 'jwk' });
+  return { ...jwk, kid, use: 'sig', alg: kind === 'EC' ? 'ES256' : 'RS256' };
+}
+
+const keyFile = path.join(opt.state, 'keys.json');
+let keys;
+if (fs.existsSync(keyFile)) {
+  keys = JSON.parse(fs.readFileSync(keyFile, 'utf8'));
+} else {
+  keys = { jwks: [newKey('RSA'), newKey('EC')], foreign: newKey('RSA') };
+  fs.writeFileSync(keyFile, JSON.stringify(keys));
+}
+
+const stats = {};
+const count = (name) => { stats[name] = (stats[name] || 0) + 1; };
+
+function makeProvider() {
+  const clients = [
+    {
+      client_id: 'nginx',
+      client_secret: 'nginx-secret',
+      grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
+      response_types: ['code'],
+      redirect_uris: opt.redirect.length ? opt.redirect : [`http://127.0.0.1/oauth2/callback`],
+      post_logout_redirect_uris: opt.redirect.map((u) => new URL('/', u).href),
+      token_endpoint_auth_method: 'client_secret_basic',
+      scope: 'openid email profile offline_access api:read api:write',
+    },
+    {
+      client_id: 'api-client',
+      client_secret: 'api-secret',
+      grant_types: ['client_credentials'],
+      response_types: [],
+      redirect_uris: [],
+      token_endpoint_auth_method: 'client_secret_basic',
+      scope: 'api:read api:write',
+    },
+  ];
+  const p = new Provider(issuer, {
+    clients,
+    jwks: { keys: keys.jwks },
+    cookies: { keys: ['test-cookie-key-not-secret'] },
+    scopes: ['openid', 'offline_access', 'email', 'profile', 'api:read', 'api:write'],
+    pkce: { required: () => true },
+    findAccount: async (ctx, sub) => ({
+      accountId: sub,
+      claims: async () => ({ sub, email: `${sub}@example.test`, email_verified: true, name: sub }),
+    }),
+    claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
+    features: {
+      devInteractions: { enabled: true },
+      clientCredentials: { enabled: true },
+      introspection: { enabled: true },
+      revocation: { enabled: true },
+      rpInitiatedLogout: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: () => 'urn:test:api',
+        useGrantedResource: () => true,
+        getResourceServerInfo: (ctx, resource) => ({
+          scope: 'api:read api:write',
+          audience: resource,
+          accessTokenTTL: opt.accessTtl || 300,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: resource.endsWith(':es256') ? 'ES256' : 'RS256' } },
+        }),
+      },
+    },
+    ttl: { AccessToken: opt.accessTtl || 300, ClientCredentials: opt.accessTtl || 300 },
+  });
+  p.on('server_error', (ctx, err) => console.error('op server_error', err));
+  return p;
+}
+
+let provider = makeProvider();
+
+function b64u(buf) {
+  return Buffer.from(buf).toString('base64url');
+}
+
+// Craft a JWT. body: { header: {...}, claims: {...}, key: 'op'|'op-ec'|'foreign'|
+// 'none'|'hs256-public', tamper: bool }. Claims default to a valid access
+// token for audience urn:test:api; a claim set to null is removed.
+function mint(body) {
+  const now = Math.floor(Date.now() / 1000);
+  const keyName = body.key || 'op';
+  const jwk = keyName === 'foreign' ? keys.foreign
+    : keyName === 'op-ec' ? keys.jwks.find((k) => k.kty === 'EC')
+      : keys.jwks.find((k) => k.kty === 'RSA');
+  const alg = { op: 'RS256', 'op-ec': 'ES256', foreign: 'RS256', none: 'none', 'hs256-public': 'HS256' }[keyName];
+  const header = { alg, typ: 'at+jwt', kid: jwk.kid, ...(body.header || {}) };
+  const claims = {
+    iss: issuer, sub: 'minted', aud: 'urn:test:api', iat: now, exp: now + 300,
+    client_id: 'api-client', scope: 'api:read', ...(body.claims || {}),
+  };
+  for (const o of [header, claims]) for (const k of Object.keys(o)) if (o[k] === null) delete o[k];
+  const input = `${body.raw_header || b64u(JSON.stringify(header))}.${body.raw_claims || b64u(JSON.stringify(claims))}`;
+  let sig = '';
+  if (keyName === 'none') {
+    sig = '';
+  } else if (keyName === 'hs256-public') {
+    // the classic confusion attack: HMAC keyed with the RSA public key bytes
+    const pub = crypto.createPublicKey({ key: jwk, format: 'jwk' }).export({ type: 'spki', format: 'pem' });
+    sig = b64u(crypto.createHmac('sha256', pub).update(input).digest());
+  } else {
+    const key = crypto.createPrivateKey({ key: jwk, format: 'jwk' });
+    const raw = alg === 'ES256'
+      ? crypto.sign('sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' })
+      : crypto.sign('sha256', Buffer.from(input), key);
+    sig = b64u(raw);
+  }
+  if (body.tamper) {
+    const c = sig[5] === 'A' ? 'B' : 'A';
+    sig = sig.slice(0, 5) + c + sig.slice(6);
+  }
+  return `${input}.${sig}`;
+}
+
+function readBody(req) {
+  return new Promise((resolve) => {
+    let data = '';
+    req.on('data', (c) => { data += c; });
+    req.on('end', () => resolve(data));
+  });
+}
+
+const server = http.createServer(async (req, res) => {
+  const url = new URL(req.url, issuer);
+  count(url.pathname);
+  if (url.pathname === '/__test/mint' && req.method === 'POST') {
+    const body = JSON.parse((await readBody(req)) || '{}');
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.end(mint(body));
+    return;
+  }
+  if (url.pathname === '/__test/rotate' && req.method === 'POST') {
+    keys.jwks.unshift(newKey('RSA'));
+    fs.writeFileSync(keyFile, JSON.stringify(keys));
+    provider = makeProvider();
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.end(keys.jwks[0].kid);
+    return;
+  }
+  if (url.pathname === '/__test/stats') {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(stats));
+    return;
+  }
+  provider.callback()(req, res);
+});
+
+server.listen(opt.port, '127.0.0.1', () => {
+  console.log(`op ready ${issuer}`);
+});
+for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => process.exit(0));
