@@ -1,1 +1,145 @@
+//! ngx_http_oauth2_module: nginx as an OAuth 2.0 / OpenID Connect gateway.
+//!
+//! FFI glue only; the protocol logic lives in the `oauth2-core` crate.
 
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use ngx::core::Status;
+use ngx::ffi::{
+    ngx_array_push, ngx_conf_t, ngx_cycle_t, ngx_http_handler_pt, ngx_http_module_t,
+    ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_int_t, ngx_module_t, NGX_HTTP_MODULE,
+    NGX_LOG_ALERT, NGX_LOG_EMERG,
+};
+use ngx::http::{HttpModule, HttpModuleMainConf, HttpModuleLocationConf, NgxHttpCoreModule};
+use ngx::ngx_log_error;
+
+mod access;
+mod conf;
+mod provider;
+mod variables;
+
+pub struct Module;
+
+pub(crate) fn module() -> &'static ngx_module_t {
+    // SAFETY: the module static is only written by nginx while loading,
+    // before any of our code runs.
+    unsafe { &*std::ptr::addr_of!(ngx_http_oauth2_module) }
+}
+
+/// Run `f`, turning a panic into `fallback`: a Rust panic must never unwind
+/// into nginx's C frames.
+pub(crate) fn guard<R>(fallback: R, f: impl FnOnce() -> R) -> R {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        // SAFETY: ngx_cycle is valid in every process that runs our code.
+        let log = unsafe { (*ngx::ffi::ngx_cycle).log };
+        ngx_log_error!(NGX_LOG_ALERT, log, "oauth2: internal error (panic caught)");
+        fallback
+    })
+}
+
+impl HttpModule for Module {
+    fn module() -> &'static ngx_module_t {
+        module()
+    }
+
+    unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+        guard(Status::NGX_ERROR.0, || {
+            // SAFETY: called by nginx with the configuration being read.
+            match unsafe { variables::register(cf) } {
+                Ok(()) => Status::NGX_OK.0,
+                Err(()) => Status::NGX_ERROR.0,
+            }
+        })
+    }
+
+    unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+        guard(Status::NGX_ERROR.0, || {
+            // SAFETY: called by nginx with a valid configuration.
+            let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(unsafe { &*cf }) else {
+                return Status::NGX_ERROR.0;
+            };
+            // SAFETY: the access phase handler array is initialised by the
+            // core module before postconfiguration runs.
+            let h = unsafe {
+                ngx_array_push(
+                    &mut cmcf.phases[ngx_http_phases_NGX_HTTP_ACCESS_PHASE as usize].handlers,
+                ) as *mut ngx_http_handler_pt
+            };
+            if h.is_null() {
+                return Status::NGX_ERROR.0;
+            }
+            // SAFETY: h points at the new array slot.
+            unsafe { *h = Some(access::access_handler) };
+            Status::NGX_OK.0
+        })
+    }
+}
+
+// SAFETY: MainConf/LocConf are the types our create_* functions allocate.
+unsafe impl HttpModuleMainConf for Module {
+    type MainConf = conf::MainConf;
+}
+
+// SAFETY: as above.
+unsafe impl HttpModuleLocationConf for Module {
+    type LocationConf = conf::LocConf;
+}
+
+unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    guard(std::ptr::null_mut(), || {
+        // SAFETY: nginx calls this with a valid configuration; `allocate`
+        // registers a cleanup that drops the value with the pool.
+        let pool = unsafe { ngx::core::Pool::from_ngx_pool((*cf).pool) };
+        pool.allocate::<conf::MainConf>(conf::MainConf::default()) as *mut c_void
+    })
+}
+
+unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    guard(Status::NGX_OK.0, || {
+        // SAFETY: nginx passes the worker's valid cycle.
+        let Some(main) = Module::main_conf(unsafe { &*cycle }) else {
+            return Status::NGX_OK.0; // no http block
+        };
+        if main.providers.is_empty() {
+            return Status::NGX_OK.0;
+        }
+        if let Err(e) = provider::init_worker(cycle, &main.providers) {
+            // SAFETY: valid cycle log.
+            let log = unsafe { (*cycle).log };
+            ngx_log_error!(NGX_LOG_EMERG, log, "oauth2: {}", e);
+            return Status::NGX_ERROR.0;
+        }
+        Status::NGX_OK.0
+    })
+}
+
+unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
+    guard((), provider::exit_worker)
+}
+
+static NGX_HTTP_OAUTH2_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
+    preconfiguration: Some(Module::preconfiguration),
+    postconfiguration: Some(Module::postconfiguration),
+    create_main_conf: Some(create_main_conf),
+    init_main_conf: None,
+    create_srv_conf: None,
+    merge_srv_conf: None,
+    create_loc_conf: Some(conf::create_loc_conf),
+    merge_loc_conf: Some(conf::merge_loc_conf),
+};
+
+#[cfg(feature = "export-modules")]
+ngx::ngx_modules!(ngx_http_oauth2_module);
+
+#[used]
+#[allow(non_upper_case_globals)]
+#[cfg_attr(not(feature = "export-modules"), no_mangle)]
+pub static mut ngx_http_oauth2_module: ngx_module_t = ngx_module_t {
+    ctx: std::ptr::addr_of!(NGX_HTTP_OAUTH2_MODULE_CTX) as _,
+    commands: std::ptr::addr_of_mut!(conf::COMMANDS) as *mut _,
+    type_: NGX_HTTP_MODULE as _,
+    init_process: Some(init_process),
+    exit_process: Some(exit_process),
+    ..ngx_module_t::default()
+};

@@ -122,13 +122,24 @@ pub fn parse<'a>(token: &'a str, policy: &Policy) -> Result<Parsed<'a>, Rejectio
     })
 }
 
-/// Step two: verify the signature with the key set.
-pub fn verify(parsed: &Parsed<'_>, keys: &KeySet) -> Result<(), Rejection> {
-    let candidates = match keys.lookup(parsed.kid.as_deref(), parsed.alg) {
-        Lookup::Found(c) => c,
-        Lookup::UnknownKid => return Err(Rejection::UnknownKey),
-        Lookup::NoFittingKey => return Err(Rejection::BadSignature),
-    };
+/// Step two: verify the signature with the key sets (fetched keys, then the
+/// static ones). `UnknownKey` only when no set has the token's `kid`.
+pub fn verify(parsed: &Parsed<'_>, sets: &[&KeySet]) -> Result<(), Rejection> {
+    let mut candidates = Vec::new();
+    let mut known = false;
+    for keys in sets {
+        match keys.lookup(parsed.kid.as_deref(), parsed.alg) {
+            Lookup::Found(c) => {
+                known = true;
+                candidates.extend(c);
+            }
+            Lookup::UnknownKid => {}
+            Lookup::NoFittingKey => known = true,
+        }
+    }
+    if !known {
+        return Err(Rejection::UnknownKey);
+    }
     for key in candidates {
         match jsonwebtoken::crypto::verify(
             parsed.signature,
@@ -201,9 +212,14 @@ pub fn check_claims(claims: Claims, policy: &Policy, now: u64) -> Result<Validat
 }
 
 /// The whole check: parse, verify, claims.
-pub fn validate(token: &str, keys: &KeySet, policy: &Policy, now: u64) -> Result<Validated, Rejection> {
+pub fn validate(
+    token: &str,
+    sets: &[&KeySet],
+    policy: &Policy,
+    now: u64,
+) -> Result<Validated, Rejection> {
     let parsed = parse(token, policy)?;
-    verify(&parsed, keys)?;
+    verify(&parsed, sets)?;
     let claims = b64_json(parsed.payload)?;
     check_claims(claims, policy, now)
 }
@@ -264,7 +280,7 @@ mod tests {
     }
 
     fn check(t: &str) -> Result<Validated, Rejection> {
-        validate(t, &keys(), &policy(), NOW)
+        validate(t, &[&keys()], &policy(), NOW)
     }
 
     #[test]
@@ -369,11 +385,11 @@ mod tests {
         // ...and even when HS256 is allowed, an RSA key never verifies it.
         let mut p = policy();
         p.algorithms.push(Algorithm::HS256);
-        assert_eq!(validate(&hs, &keys(), &p, NOW).unwrap_err(), Rejection::BadSignature);
+        assert_eq!(validate(&hs, &[&keys()], &p, NOW).unwrap_err(), Rejection::BadSignature);
         // a restricted list is honoured
         let mut p = policy();
         p.algorithms = vec![Algorithm::ES256];
-        assert_eq!(validate(&sign(&claims()), &keys(), &p, NOW).unwrap_err(), Rejection::BadAlgorithm);
+        assert_eq!(validate(&sign(&claims()), &[&keys()], &p, NOW).unwrap_err(), Rejection::BadAlgorithm);
     }
 
     #[test]

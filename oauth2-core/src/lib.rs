@@ -3,6 +3,7 @@
 //! access-phase decisions. `cargo test -p oauth2-core` covers it without
 //! linking nginx.
 
+pub mod claims;
 pub mod config;
 pub mod decide;
 pub mod error;

@@ -1,0 +1,270 @@
+//! The access-phase handler: gathers request facts, asks `oauth2_core` what
+//! to do, and applies the answer. NGX_OK allows, NGX_DECLINED passes on, a
+//! status code denies, NGX_AGAIN parks the request until keys arrive.
+
+use std::ptr;
+
+use ngx::core::Status;
+use ngx::ffi::{
+    ngx_http_request_t, ngx_int_t, ngx_list_push, ngx_str_t, ngx_table_elt_t, ngx_time,
+    NGX_LOG_INFO,
+};
+use ngx::http::{HttpModuleLocationConf, HttpModuleServerConf, NgxHttpCoreModule, Request};
+use ngx::{ngx_log_debug_http, ngx_log_error};
+use oauth2_core::config::TokenValidation;
+use oauth2_core::decide::{self, Action, Credential, RequestFacts};
+use oauth2_core::jwt::{self, Claims};
+use oauth2_core::Rejection;
+
+use crate::conf::{LocConf, LocRuntime};
+use crate::provider::{with_worker, KeyState};
+use crate::Module;
+
+/// Per-request state, kept in the request pool (dropped with it).
+pub struct Ctx {
+    r: *mut ngx_http_request_t,
+    pub method: &'static str,
+    pub claims: Option<Claims>,
+    pub token: Option<String>,
+    pub error: Option<Rejection>,
+    /// A key refetch was already asked for this request.
+    refetched: bool,
+    /// The request is in a provider's waiting list.
+    waiting: bool,
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        if self.waiting {
+            let r = self.r;
+            with_worker(|w| w.forget(r));
+        }
+    }
+}
+
+pub fn get_ctx(r: &Request) -> Option<&mut Ctx> {
+    // SAFETY: the module's ctx slot only ever holds a `Ctx` set by `ctx_mut`.
+    let p = unsafe { (*<&Request as Into<*const ngx_http_request_t>>::into(r)).ctx };
+    // SAFETY: ctx is an array of ctx_max_index pointers; our index is ours.
+    let slot = unsafe { *p.add(crate::module().ctx_index) };
+    // SAFETY: see above; the Ctx lives as long as the request pool.
+    unsafe { (slot as *mut Ctx).as_mut() }
+}
+
+fn ctx_mut(r: &mut Request) -> Option<&mut Ctx> {
+    let raw: *mut ngx_http_request_t = r.into();
+    if get_ctx(r).is_none() {
+        let c = r.pool().allocate(Ctx {
+            r: raw,
+            method: "",
+            claims: None,
+            token: None,
+            error: None,
+            refetched: false,
+            waiting: false,
+        });
+        if c.is_null() {
+            return None;
+        }
+        r.set_module_ctx(c.cast(), crate::module());
+    }
+    get_ctx(r)
+}
+
+fn header_value(h: *mut ngx_table_elt_t) -> Option<&'static [u8]> {
+    // SAFETY: a non-null header element of the request is valid for the
+    // request's lifetime; we only read it while handling the request.
+    unsafe { h.as_ref().map(|h| h.value.as_bytes()) }
+}
+
+fn find_header<'a>(r: &'a Request, name: &str) -> Option<&'a str> {
+    r.headers_in_iterator()
+        .find(|(k, _)| k.as_bytes().eq_ignore_ascii_case(name.as_bytes()))
+        .and_then(|(_, v)| v.to_str().ok())
+}
+
+fn push_header(r: &mut Request, key: &'static str, value: &str) -> *mut ngx_table_elt_t {
+    let raw: *mut ngx_http_request_t = r.into();
+    let pool = r.pool();
+    // SAFETY: headers_out.headers is the request's initialised header list;
+    // the element and the value copy live in the request pool.
+    unsafe {
+        let h = ngx_list_push(&mut (*raw).headers_out.headers) as *mut ngx_table_elt_t;
+        if h.is_null() {
+            return ptr::null_mut();
+        }
+        let Some(v) = ngx_str_t::from_bytes(pool.as_ptr(), value.as_bytes()) else {
+            (*h).hash = 0;
+            return ptr::null_mut();
+        };
+        (*h).hash = 1;
+        (*h).key = ngx_str_t { len: key.len(), data: key.as_ptr() as *mut u8 };
+        (*h).value = v;
+        (*h).lowcase_key = ptr::null_mut();
+        (*h).next = ptr::null_mut();
+        h
+    }
+}
+
+fn realm<'a>(r: &'a Request, lc: &'a LocConf) -> &'a str {
+    if let Some(realm) = &lc.realm {
+        return realm;
+    }
+    NgxHttpCoreModule::server_conf(r)
+        .and_then(|s| s.server_name.to_str().ok())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("nginx")
+}
+
+fn apply(r: &mut Request, lc: &LocConf, action: Action) -> Status {
+    ngx_log_debug_http!(r, "oauth2: action {:?}", action);
+    match action {
+        Action::Allow => Status::NGX_OK,
+        Action::Pass => Status::NGX_DECLINED,
+        Action::Unauthorized { challenge } => {
+            let h = push_header(r, "WWW-Authenticate", &challenge);
+            let raw: *mut ngx_http_request_t = r.into();
+            // SAFETY: h is null or a header element in the request pool.
+            unsafe { (*raw).headers_out.www_authenticate = h };
+            Status(401)
+        }
+        Action::Unavailable { retry_after } => {
+            push_header(r, "Retry-After", &retry_after.to_string());
+            Status(503)
+        }
+        // The browser login is not part of this version; merge refuses the
+        // values that could lead here, so this is a plain 401.
+        Action::Redirect => apply(
+            r,
+            lc,
+            Action::Unauthorized { challenge: decide::challenge(realm(r, lc), None) },
+        ),
+    }
+}
+
+pub fn handler(r: &mut Request) -> Status {
+    if !r.is_main() {
+        return Status::NGX_DECLINED;
+    }
+    let Some(lc) = Module::location_conf(r) else { return Status::NGX_DECLINED };
+    let Some(rt) = lc.runtime.clone() else { return Status::NGX_DECLINED };
+    let raw: *mut ngx_http_request_t = r.into();
+    // SAFETY: headers_in.authorization is null or a header of this request.
+    let authz = header_value(unsafe { (*raw).headers_in.authorization });
+    match decide::extract_bearer(authz) {
+        Credential::Bearer(token) => bearer(r, lc, &rt, token),
+        Credential::MalformedBearer => reject(r, lc, Rejection::Malformed, 1),
+        Credential::None => {
+            if let Some(ctx) = ctx_mut(r) {
+                ctx.error = Some(Rejection::MissingToken);
+            }
+            let method = r.method();
+            let facts = RequestFacts {
+                method: method.as_str(),
+                accept: find_header(r, "Accept"),
+                sec_fetch_mode: find_header(r, "Sec-Fetch-Mode"),
+                x_requested_with: find_header(r, "X-Requested-With").is_some(),
+                access_control_request_method: find_header(r, "Access-Control-Request-Method")
+                    .is_some(),
+            };
+            let action = decide::unauthenticated(lc.on_failure(), &facts, false, realm(r, lc));
+            ngx_log_debug_http!(r, "oauth2: no credentials");
+            apply(r, lc, action)
+        }
+    }
+}
+
+fn reject(r: &mut Request, lc: &LocConf, why: Rejection, retry_after: u64) -> Status {
+    if let Some(ctx) = ctx_mut(r) {
+        ctx.error = Some(why);
+        ctx.method = "";
+        ctx.claims = None;
+        ctx.token = None;
+    }
+    if why == Rejection::ProviderUnavailable {
+        ngx_log_error!(
+            NGX_LOG_INFO,
+            r.log(),
+            "oauth2: cannot validate the bearer token: the identity provider is unavailable"
+        );
+    } else {
+        ngx_log_error!(NGX_LOG_INFO, r.log(), "oauth2: bearer token rejected: {}", why.code());
+    }
+    let action = decide::rejected_bearer(why, realm(r, lc), retry_after);
+    apply(r, lc, action)
+}
+
+enum Outcome {
+    Valid(Claims),
+    Invalid(Rejection, u64),
+    Wait,
+}
+
+fn bearer(r: &mut Request, lc: &LocConf, rt: &LocRuntime, token: &str) -> Status {
+    if rt.token_validation == TokenValidation::Auto && !jwt::looks_like_jwt(token) {
+        // opaque tokens need introspection, which this version does not do
+        return reject(r, lc, Rejection::UnsupportedToken, 1);
+    }
+    let raw: *mut ngx_http_request_t = r.into();
+    let Some(ctx) = ctx_mut(r) else { return Status(500) };
+    let refetched = ctx.refetched;
+    let now = ngx_time() as u64;
+    let outcome = with_worker(|w| {
+        let p = &mut w.providers[rt.provider];
+        let sets = p.key_sets();
+        if sets.is_empty() {
+            return match p.state {
+                KeyState::Loading => {
+                    w.wait(rt.provider, raw, false);
+                    Outcome::Wait
+                }
+                _ => Outcome::Invalid(Rejection::ProviderUnavailable, p.retry_in),
+            };
+        }
+        let refs: Vec<_> = sets.iter().map(|s| &**s).collect();
+        match jwt::validate(token, &refs, &rt.policy, now) {
+            Ok(v) => Outcome::Valid(v.claims),
+            Err(Rejection::UnknownKey) if !refetched && p.request_refetch() => {
+                w.wait(rt.provider, raw, true);
+                Outcome::Wait
+            }
+            Err(Rejection::UnknownKey) if refetched && !p.last_ok => {
+                Outcome::Invalid(Rejection::ProviderUnavailable, p.retry_in)
+            }
+            Err(e) => Outcome::Invalid(e, 1),
+        }
+    })
+    .unwrap_or(Outcome::Invalid(Rejection::ProviderUnavailable, 5));
+
+    match outcome {
+        Outcome::Wait => {
+            ctx.waiting = true;
+            ctx.refetched = true;
+            ngx_log_debug_http!(r, "oauth2: waiting for the provider's keys");
+            Status::NGX_AGAIN
+        }
+        Outcome::Valid(claims) => {
+            ctx.waiting = false;
+            ctx.method = "bearer";
+            ctx.error = None;
+            ctx.token = Some(token.to_string());
+            ctx.claims = Some(claims);
+            ngx_log_debug_http!(r, "oauth2: bearer token accepted");
+            Status::NGX_OK
+        }
+        Outcome::Invalid(why, retry) => {
+            ctx.waiting = false;
+            reject(r, lc, why, retry)
+        }
+    }
+}
+
+/// The registered access-phase handler.
+pub extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // Any panic becomes a 500 for this request, never an unwound worker.
+    crate::guard(500, || {
+        // SAFETY: nginx passes a valid request to phase handlers.
+        let req = unsafe { Request::from_ngx_http_request(r) };
+        handler(req).0
+    })
+}

@@ -1,0 +1,410 @@
+//! Directive table, directive handlers and merge. Values are parsed by
+//! `oauth2_core::config`; this file only moves them in and out of nginx.
+
+use std::ffi::{c_char, c_void};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ngx::ffi::{
+    ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG,
+    NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
+};
+use ngx::http::HttpModuleMainConf;
+use ngx::{ngx_conf_log_error, ngx_string};
+use oauth2_core::config::{self, OnFailure, TokenValidation, DEFAULT_ALGORITHMS};
+use oauth2_core::jwt::Policy;
+use oauth2_core::keys::{KeySet, KeySource};
+use oauth2_core::Algorithm;
+
+use crate::Module;
+
+/// Location configuration; also used at `http` and `server` level, where
+/// the provider directives are usually written. `None` means "not set here".
+#[derive(Default)]
+pub struct LocConf {
+    pub issuer: Option<String>,
+    pub jwks_uri: Option<String>,
+    pub jwks_file: Option<(String, Arc<KeySet>)>,
+    pub client_id: Option<String>,
+    pub audience: Option<Vec<String>>,
+    pub algorithms: Option<Vec<Algorithm>>,
+    pub token_validation: Option<TokenValidation>,
+    pub clock_skew: Option<Duration>,
+    pub jwks_refresh: Option<Duration>,
+    pub provider_timeout: Option<Duration>,
+    pub ssl_trusted_certificate: Option<(String, Arc<Vec<u8>>)>,
+    pub realm: Option<String>,
+    pub auth: Option<bool>,
+    pub on_failure: Option<OnFailure>,
+
+    /// Set by merge where `oauth2_auth` is on.
+    pub runtime: Option<Arc<LocRuntime>>,
+}
+
+/// What a protected location needs at request time, computed once at merge.
+pub struct LocRuntime {
+    pub provider: usize,
+    pub policy: Policy,
+    pub token_validation: TokenValidation,
+}
+
+/// One provider as configuration names it; locations with the same provider
+/// settings share one entry and so one set of keys per worker.
+#[derive(Clone)]
+pub struct ProviderSpec {
+    pub issuer: Option<String>,
+    pub jwks_uri: Option<String>,
+    pub static_keys: Option<Arc<KeySet>>,
+    pub timeout: Duration,
+    pub refresh: Duration,
+    pub ca_pem: Option<Arc<Vec<u8>>>,
+    ident: String,
+}
+
+impl ProviderSpec {
+    /// Does this provider fetch anything over the network?
+    pub fn needs_network(&self) -> bool {
+        self.issuer.is_some() || self.jwks_uri.is_some()
+    }
+
+    /// A name for log lines.
+    pub fn name(&self) -> &str {
+        self.issuer
+            .as_deref()
+            .or(self.jwks_uri.as_deref())
+            .unwrap_or("oauth2_jwks_file")
+    }
+}
+
+#[derive(Default)]
+pub struct MainConf {
+    pub providers: Vec<ProviderSpec>,
+}
+
+pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
+pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(3600);
+pub const DEFAULT_PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Setter = fn(&mut LocConf, &[&str], &ConfCtx) -> Result<(), String>;
+
+/// What a setter may need from the configuration being read.
+pub struct ConfCtx {
+    prefix: PathBuf,
+}
+
+impl ConfCtx {
+    fn full_path(&self, p: &str) -> PathBuf {
+        let path = PathBuf::from(p);
+        if path.is_absolute() {
+            path
+        } else {
+            self.prefix.join(path)
+        }
+    }
+
+    /// Read a file at configuration time (master process, `nginx -t`).
+    fn read(&self, p: &str) -> Result<Vec<u8>, String> {
+        let full = self.full_path(p);
+        std::fs::read(&full).map_err(|e| format!("cannot read \"{}\": {}", full.display(), e))
+    }
+}
+
+fn once<T>(slot: &mut Option<T>, v: T) -> Result<(), String> {
+    if slot.is_some() {
+        return Err("is duplicate".into());
+    }
+    *slot = Some(v);
+    Ok(())
+}
+
+fn set_issuer(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+    config::parse_http_url(a[0])?;
+    once(&mut c.issuer, a[0].trim_end_matches('/').to_string())
+}
+
+fn set_jwks_uri(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+    config::parse_http_url(a[0])?;
+    once(&mut c.jwks_uri, a[0].to_string())
+}
+
+fn set_jwks_file(c: &mut LocConf, a: &[&str], cx: &ConfCtx) -> Result<(), String> {
+    let doc = cx.read(a[0])?;
+    let set = KeySet::parse(&doc, KeySource::File)
+        .map_err(|e| format!("\"{}\": {}", a[0], e))?;
+    once(&mut c.jwks_file, (a[0].to_string(), Arc::new(set)))
+}
+
+fn set_client_id(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+    if a[0].is_empty() || a[0].bytes().any(|b| b.is_ascii_control()) {
+        return Err(format!("invalid client id \"{}\"", a[0]));
+    }
+    once(&mut c.client_id, a[0].to_string())
+}
+
+fn set_audience(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+    if let Some(bad) = a.iter().find(|v| v.is_empty()) {
+        return Err(format!("invalid audience \"{bad}\""));
+    }
+    once(&mut c.audience, a.iter().map(|s| s.to_string()).collect())
+}
+
+fn set_algorithms(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+    let algs = a.iter().map(|s| config::parse_algorithm(s)).collect::<Result<Vec<_>, _>>()?;
+    once(&mut c.algorithms, algs)
+}
+
+fn set_token_validation(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+    let v = TokenValidation::parse(a[0])?;
+    if v == TokenValidation::Introspection {
+        return Err("\"introspection\" is not supported by this version of the module".into());
+    }
+    once(&mut c.token_validation, v)
+}
+
+fn set_duration(slot: &mut Option<Duration>, v: &str, min: Duration) -> Result<(), String> {
+    let d = config::parse_duration(v)?;
+    if d < min {
+        return Err(format!("\"{v}\" is too small, the minimum is {}ms", min.as_millis()));
+    }
+    once(slot, d)
+}
+
+fn set_clock_skew(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+    set_duration(&mut c.clock_skew, a[0], Duration::ZERO)
+}
+
+fn set_jwks_refresh(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+    set_duration(&mut c.jwks_refresh, a[0], Duration::from_secs(1))
+}
+
+fn set_provider_timeout(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+    set_duration(&mut c.provider_timeout, a[0], Duration::from_millis(1))
+}
+
+fn set_ssl_trusted_certificate(c: &mut LocConf, a: &[&str], cx: &ConfCtx) -> Result<(), String> {
+    let pem = cx.read(a[0])?;
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(v) if !v.is_empty() => {}
+        _ => return Err(format!("\"{}\" holds no PEM certificate", a[0])),
+    }
+    once(&mut c.ssl_trusted_certificate, (a[0].to_string(), Arc::new(pem)))
+}
+
+fn set_realm(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+    if a[0].bytes().any(|b| b.is_ascii_control()) {
+        return Err("the realm must not contain control characters".into());
+    }
+    once(&mut c.realm, a[0].to_string())
+}
+
+fn set_auth(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+    once(&mut c.auth, config::parse_on_off(a[0])?)
+}
+
+fn set_on_failure(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+    let v = OnFailure::parse(a[0])?;
+    if matches!(v, OnFailure::Redirect | OnFailure::Auto) {
+        return Err(format!(
+            "\"{}\" needs the browser login, which this version of the module does not have yet; use \"401\" or \"pass\"",
+            a[0]
+        ));
+    }
+    once(&mut c.on_failure, v)
+}
+
+impl LocConf {
+    /// Inherit what is not set here; where `oauth2_auth` is on, check that
+    /// the configuration is complete and register the provider.
+    fn merge(&mut self, prev: &LocConf, main: &mut MainConf) -> Result<(), String> {
+        macro_rules! inherit {
+            ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = prev.$f.clone(); } )* };
+        }
+        inherit!(
+            issuer, jwks_uri, jwks_file, client_id, audience, algorithms, token_validation,
+            clock_skew, jwks_refresh, provider_timeout, ssl_trusted_certificate, realm, auth,
+            on_failure
+        );
+        if self.auth != Some(true) {
+            self.runtime = None;
+            return Ok(());
+        }
+        if self.issuer.is_none() && self.jwks_uri.is_none() && self.jwks_file.is_none() {
+            return Err(
+                "\"oauth2_auth\" is on but none of \"oauth2_issuer\", \"oauth2_jwks_uri\" or \"oauth2_jwks_file\" is set"
+                    .into(),
+            );
+        }
+        let audiences = match (&self.audience, &self.client_id) {
+            (Some(a), _) => a.clone(),
+            (None, Some(id)) => vec![id.clone()],
+            (None, None) => {
+                return Err(
+                    "\"oauth2_auth\" is on but neither \"oauth2_audience\" nor \"oauth2_client_id\" is set"
+                        .into(),
+                )
+            }
+        };
+        let algorithms = self.algorithms.clone().unwrap_or_else(|| DEFAULT_ALGORITHMS.to_vec());
+        if let Some(h) = algorithms.iter().find(|a| config::is_hmac(**a)) {
+            let has_secret = self.jwks_file.as_ref().is_some_and(|(_, k)| k.has_hmac());
+            if !has_secret {
+                return Err(format!(
+                    "\"oauth2_algorithms\" lists {} but \"oauth2_jwks_file\" holds no symmetric key",
+                    oauth2_core::keys::alg_name(*h)
+                ));
+            }
+        }
+        let spec = ProviderSpec {
+            issuer: self.issuer.clone(),
+            jwks_uri: self.jwks_uri.clone(),
+            static_keys: self.jwks_file.as_ref().map(|(_, k)| k.clone()),
+            timeout: self.provider_timeout.unwrap_or(DEFAULT_PROVIDER_TIMEOUT),
+            refresh: self.jwks_refresh.unwrap_or(DEFAULT_JWKS_REFRESH),
+            ca_pem: self.ssl_trusted_certificate.as_ref().map(|(_, p)| p.clone()),
+            ident: format!(
+                "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+                self.issuer,
+                self.jwks_uri,
+                self.jwks_file.as_ref().map(|(p, _)| p),
+                self.provider_timeout,
+                self.jwks_refresh,
+                self.ssl_trusted_certificate.as_ref().map(|(p, _)| p)
+            ),
+        };
+        let provider = match main.providers.iter().position(|p| p.ident == spec.ident) {
+            Some(i) => i,
+            None => {
+                main.providers.push(spec);
+                main.providers.len() - 1
+            }
+        };
+        self.runtime = Some(Arc::new(LocRuntime {
+            provider,
+            policy: Policy {
+                issuer: self.issuer.clone(),
+                audiences,
+                algorithms,
+                skew_secs: self.clock_skew.unwrap_or(DEFAULT_CLOCK_SKEW).as_secs(),
+            },
+            token_validation: self.token_validation.unwrap_or(TokenValidation::Auto),
+        }));
+        Ok(())
+    }
+
+    pub fn on_failure(&self) -> OnFailure {
+        self.on_failure.unwrap_or(OnFailure::Auto)
+    }
+}
+
+/// `create_loc_conf` for the module context.
+pub unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    crate::guard(std::ptr::null_mut(), || {
+        // SAFETY: nginx calls this with a valid configuration whose pool
+        // outlives the configuration; `allocate` registers a cleanup that
+        // drops the value with the pool.
+        let pool = unsafe { ngx::core::Pool::from_ngx_pool((*cf).pool) };
+        pool.allocate::<LocConf>(LocConf::default()) as *mut c_void
+    })
+}
+
+/// `merge_loc_conf` for the module context.
+pub unsafe extern "C" fn merge_loc_conf(
+    cf: *mut ngx_conf_t,
+    prev: *mut c_void,
+    conf: *mut c_void,
+) -> *mut c_char {
+    crate::guard(ngx::core::NGX_CONF_ERROR, || {
+        // SAFETY: nginx passes the two LocConf objects that create_loc_conf
+        // made for this module; they are distinct and valid during the call.
+        let (prev, this) = unsafe { (&*(prev as *const LocConf), &mut *(conf as *mut LocConf)) };
+        // SAFETY: cf is the valid configuration being merged.
+        let Some(main) = (unsafe { Module::main_conf_mut(&*cf) }) else {
+            return ngx::core::NGX_CONF_ERROR;
+        };
+        match this.merge(prev, main) {
+            Ok(()) => ngx::core::NGX_CONF_OK,
+            Err(msg) => {
+                ngx_conf_log_error!(NGX_LOG_EMERG, cf, "oauth2: {}", msg);
+                ngx::core::NGX_CONF_ERROR
+            }
+        }
+    })
+}
+
+/// One directive handler for every directive: `cmd.post` points at the
+/// setter (a plain `fn`) and its name is the directive's.
+unsafe extern "C" fn set_directive(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    crate::guard(ngx::core::NGX_CONF_ERROR, || {
+        // SAFETY: nginx passes the command from our table, the LocConf made by
+        // create_loc_conf, and the configuration being read; `post` was set
+        // from a `Setter` in `COMMANDS` below.
+        let (cmd, conf, cfr) = unsafe { (&*cmd, &mut *(conf as *mut LocConf), &*cf) };
+        let setter: Setter = unsafe { std::mem::transmute::<*mut c_void, Setter>(cmd.post) };
+        let name = cmd.name.to_str().unwrap_or("?");
+        // SAFETY: cf->args is an array of ngx_str_t with the directive name first.
+        let raw: &[ngx_str_t] = unsafe { (*cfr.args).as_slice() };
+        let mut args = Vec::with_capacity(raw.len().saturating_sub(1));
+        for a in &raw[1..] {
+            match a.to_str() {
+                Ok(s) => args.push(s),
+                Err(_) => {
+                    ngx_conf_log_error!(NGX_LOG_EMERG, cf, "invalid UTF-8 in \"{}\" directive", name);
+                    return ngx::core::NGX_CONF_ERROR;
+                }
+            }
+        }
+        // SAFETY: cycle and its conf_prefix are valid while configuration is read.
+        let prefix = unsafe { (*cfr.cycle).conf_prefix.to_str().unwrap_or("").to_string() };
+        let cx = ConfCtx { prefix: PathBuf::from(prefix) };
+        match setter(conf, &args, &cx) {
+            Ok(()) => ngx::core::NGX_CONF_OK,
+            Err(msg) if msg == "is duplicate" => {
+                ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"{}\" directive is duplicate", name);
+                ngx::core::NGX_CONF_ERROR
+            }
+            Err(msg) => {
+                ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{} in \"{}\" directive", msg, name);
+                ngx::core::NGX_CONF_ERROR
+            }
+        }
+    })
+}
+
+const ANY: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
+
+macro_rules! command {
+    ($name:literal, $args:expr, $setter:expr) => {
+        ngx_command_t {
+            name: ngx_string!($name),
+            type_: (ANY | $args) as ngx_uint_t,
+            set: Some(set_directive),
+            conf: NGX_HTTP_LOC_CONF_OFFSET,
+            offset: 0,
+            post: $setter as Setter as *mut c_void,
+        }
+    };
+}
+
+pub static mut COMMANDS: [ngx_command_t; 15] = [
+    command!("oauth2_issuer", NGX_CONF_TAKE1, set_issuer),
+    command!("oauth2_jwks_uri", NGX_CONF_TAKE1, set_jwks_uri),
+    command!("oauth2_jwks_file", NGX_CONF_TAKE1, set_jwks_file),
+    command!("oauth2_client_id", NGX_CONF_TAKE1, set_client_id),
+    command!("oauth2_audience", NGX_CONF_1MORE, set_audience),
+    command!("oauth2_algorithms", NGX_CONF_1MORE, set_algorithms),
+    command!("oauth2_token_validation", NGX_CONF_TAKE1, set_token_validation),
+    command!("oauth2_clock_skew", NGX_CONF_TAKE1, set_clock_skew),
+    command!("oauth2_jwks_refresh", NGX_CONF_TAKE1, set_jwks_refresh),
+    command!("oauth2_provider_timeout", NGX_CONF_TAKE1, set_provider_timeout),
+    command!("oauth2_ssl_trusted_certificate", NGX_CONF_TAKE1, set_ssl_trusted_certificate),
+    command!("oauth2_realm", NGX_CONF_TAKE1, set_realm),
+    command!("oauth2_auth", NGX_CONF_FLAG, set_auth),
+    command!("oauth2_on_failure", NGX_CONF_TAKE1, set_on_failure),
+    ngx_command_t::empty(),
+];
