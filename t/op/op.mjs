@@ -11,7 +11,9 @@
 //   POST /__test/mint    craft a JWT from the provider's own key (or a foreign
 //                        one) to test how the module rejects bad tokens
 //   POST /__test/rotate  add a new signing key in front of the old ones
+//   POST /__test/delay   {"jwks": MS}: answer the key set late
 //   GET  /__test/stats   how often each endpoint was called
+// --jwks-delay MS makes the key set answer late (requests must wait for it).
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -25,6 +27,7 @@ for (let i = 0; i < args.length; i += 1) {
   else if (args[i] === '--state') opt.state = args[++i];
   else if (args[i] === '--redirect-uri') opt.redirect.push(args[++i]);
   else if (args[i] === '--access-ttl') opt.accessTtl = Number(args[++i]);
+  else if (args[i] === '--jwks-delay') opt.jwksDelay = Number(args[++i]);
   else { console.error(`unknown argument ${args[i]}`); process.exit(2); }
 }
 if (!opt.port || !opt.state) {
@@ -182,10 +185,19 @@ const server = http.createServer(async (req, res) => {
     res.end(keys.jwks[0].kid);
     return;
   }
+  if (url.pathname === '/__test/delay' && req.method === 'POST') {
+    opt.jwksDelay = Number(JSON.parse((await readBody(req)) || '{}').jwks || 0);
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.end(String(opt.jwksDelay));
+    return;
+  }
   if (url.pathname === '/__test/stats') {
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(JSON.stringify(stats));
     return;
+  }
+  if (url.pathname === '/jwks' && opt.jwksDelay) {
+    await new Promise((r) => { setTimeout(r, opt.jwksDelay); });
   }
   provider.callback()(req, res);
 });

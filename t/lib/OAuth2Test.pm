@@ -1,0 +1,431 @@
+package OAuth2Test;
+
+# The project's small Test::Nginx-style harness: data-driven blocks parsed by
+# Test::Base, nginx started on a free loopback port for each block, the real
+# OpenID Provider (t/op/op.mjs, panva/oidc-provider) started once per file
+# when the file asks for it, everything stopped at the end even on failure.
+#
+# Block sections:
+#   --- main_config      text at the top level of nginx.conf
+#   --- http_config      text inside http {}, before the server
+#   --- config           text inside the test server {}
+#   --- must_die         `nginx -t` must fail (checks --- error_log against its output)
+#   --- request          "GET /path" (one request)
+#   --- more_headers     "Name: value" lines (use `eval` for computed values)
+#   --- raw_request      a raw HTTP request sent as is (eval-able)
+#   --- error_code       expected status
+#   --- response_headers "Name: value" exact, "Name: ~regex", "!Name" absent
+#   --- response_body_like   regex
+#   --- error_log        lines that must appear in the error log
+#   --- no_error_log     lines that must not appear
+#   --- setup            perl code run before nginx starts
+#   --- test             perl code run after nginx starts (eval-able helpers)
+#   --- wait             seconds to sleep before checking the error log
+# Every block also fails on [alert], [crit], [emerg] or a worker that died.
+#
+# In config text, $TEST_OP, $TEST_PORT, $TEST_ROOT and $TEST_DIR are replaced.
+
+use strict;
+use warnings;
+use Test::Base;
+use Exporter ();
+use IO::Socket::INET;
+use HTTP::Tiny;
+use File::Path qw(make_path remove_tree);
+use File::Basename qw(dirname);
+use Cwd qw(abs_path);
+use POSIX qw(:sys_wait_h);
+use Time::HiRes qw(sleep time);
+
+our @EXPORT = qw(run_tests op_start op_stop op_url op_port op_ctl token mint
+                 http_get nginx_port nginx_reload error_log_text raw_http
+                 is_status worker_pids op_reserve);
+
+sub import {
+    my $caller = caller;
+    no strict 'refs';
+    *{"${caller}::$_"} = \&{"OAuth2Test::$_"} for @EXPORT;
+}
+
+my $TOP = abs_path(dirname(__FILE__) . '/../..');
+my ($NGINX, $MODULE) = find_binaries();
+my $ROOT = "$TOP/t/servroot-" . ($ENV{TEST_NGINX_SERVROOT_SUFFIX} // $$);
+my ($op_pid, $op_port, $op_state);
+my ($ngx_pid, $ngx_port);
+
+# Export the helpers into Test::Base's eval filter package too.
+{
+    no strict 'refs';
+    for my $f (@EXPORT) {
+        *{"Test::Base::Filter::$f"} = \&{$f};
+    }
+}
+
+sub find_binaries {
+    my $nginx = $ENV{TEST_NGINX_BINARY};
+    my $module = $ENV{TEST_NGINX_MODULE};
+    my $profile = $ENV{TEST_PROFILE} // 'debug';
+    if (!$nginx) {
+        my @c = sort { -M $a <=> -M $b } glob("$TOP/target/$profile/build/nginx-sys-*/out/objs/nginx");
+        $nginx = $c[0];
+    }
+    $module //= "$TOP/target/$profile/libngx_http_oauth2_module.so";
+    die "nginx binary not found (build first: make build)\n" unless $nginx && -x $nginx;
+    die "module not found at $module (build first: make build)\n" unless -f $module;
+    return ($nginx, $module);
+}
+
+sub free_port {
+    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+                                  Proto => 'tcp', Listen => 1, ReuseAddr => 1)
+        or die "cannot get a free port: $!";
+    my $p = $s->sockport;
+    close $s;
+    return $p;
+}
+
+sub port_open {
+    my ($port) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                                  Proto => 'tcp', Timeout => 1);
+    return 0 unless $s;
+    close $s;
+    return 1;
+}
+
+# ---- the OpenID Provider -------------------------------------------------
+
+sub op_port { $op_port }
+sub op_url { "http://127.0.0.1:$op_port" }
+
+# op_start(%opts): start (or restart, same port and keys) the test OP.
+# opts: redirect_uri => [..], access_ttl => N, jwks_delay => ms, port => N
+sub op_start {
+    my %o = @_;
+    $op_port //= $o{port} // free_port();
+    $op_state //= "$ROOT/op";
+    make_path($op_state);
+    my @args = ('node', "$TOP/t/op/op.mjs", '--port', $op_port, '--state', $op_state);
+    push @args, '--redirect-uri', $_ for @{ $o{redirect_uri} || [] };
+    push @args, '--access-ttl', $o{access_ttl} if $o{access_ttl};
+    push @args, '--jwks-delay', $o{jwks_delay} if $o{jwks_delay};
+    $op_pid = fork // die "fork: $!";
+    if ($op_pid == 0) {
+        open STDOUT, '>>', "$ROOT/op.log";
+        open STDERR, '>&', \*STDOUT;
+        exec @args or exit 127;
+    }
+    for (1 .. 200) {
+        return 1 if port_open($op_port);
+        die "the test OP exited at start (see $ROOT/op.log)\n" if waitpid($op_pid, WNOHANG) > 0;
+        sleep 0.05;
+    }
+    die "the test OP did not start on port $op_port (see $ROOT/op.log)\n";
+}
+
+# op_reserve(): choose the OP port without starting it (provider down at start)
+sub op_reserve { $op_port //= free_port(); $op_state //= "$ROOT/op"; $op_port }
+
+sub op_stop {
+    return unless $op_pid;
+    kill 'TERM', $op_pid;
+    for (1 .. 100) { last if waitpid($op_pid, WNOHANG) != 0; sleep 0.05 }
+    kill 'KILL', $op_pid if kill 0, $op_pid;
+    waitpid($op_pid, 0);
+    undef $op_pid;
+    for (1 .. 100) { last unless port_open($op_port); sleep 0.05 }
+}
+
+my $http = HTTP::Tiny->new(max_redirect => 0, timeout => 30);
+
+sub op_ctl {
+    my ($path, $body) = @_;
+    my $r = $http->request('POST', op_url() . $path,
+                           { content => $body // '{}', headers => { 'content-type' => 'application/json' } });
+    die "OP $path: $r->{status} $r->{content}\n" unless $r->{success};
+    return $r->{content};
+}
+
+# token(%opts): a real access token from the provider's client_credentials grant.
+sub token {
+    my %o = @_;
+    my $client = $o{client} // 'api-client';
+    my $secret = $o{secret} // 'api-secret';
+    my $form = { grant_type => 'client_credentials', scope => $o{scope} // 'api:read' };
+    $form->{resource} = $o{resource} if $o{resource};
+    my $r = $http->post_form(op_url() . '/token', $form,
+        { headers => { authorization => 'Basic ' . b64("$client:$secret") } });
+    die "token request failed: $r->{status} $r->{content}\n" unless $r->{success};
+    my ($t) = $r->{content} =~ /"access_token":"([^"]+)"/ or die "no access_token in $r->{content}\n";
+    return $t;
+}
+
+# mint(json): a crafted JWT from the OP's helper (see t/op/op.mjs).
+sub mint { op_ctl('/__test/mint', $_[0] // '{}') }
+
+sub b64 {
+    require MIME::Base64;
+    return MIME::Base64::encode_base64($_[0], '');
+}
+
+# ---- nginx ---------------------------------------------------------------
+
+sub nginx_port { $ngx_port }
+
+sub subst {
+    my ($text) = @_;
+    return '' unless defined $text;
+    my $op = $op_port ? op_url() : 'http://127.0.0.1:1';
+    $text =~ s/\$TEST_OP\b/$op/g;
+    $text =~ s/\$TEST_PORT\b/$ngx_port/g;
+    $text =~ s/\$TEST_ROOT\b/$ROOT/g;
+    $text =~ s/\$TEST_DIR\b/$TOP\/t/g;
+    return $text;
+}
+
+sub write_conf {
+    my ($block) = @_;
+    make_path("$ROOT/conf", "$ROOT/logs", "$ROOT/html");
+    my $main = subst($block->main_config);
+    my $httpc = subst($block->http_config);
+    my $conf = subst($block->config);
+    open my $f, '>', "$ROOT/conf/nginx.conf" or die $!;
+    print $f <<"EOF";
+load_module $MODULE;
+daemon off;
+master_process on;
+worker_processes 1;
+error_log logs/error.log info;
+pid logs/nginx.pid;
+$main
+events { worker_connections 1024; }
+http {
+    access_log logs/access.log;
+    default_type text/plain;
+$httpc
+    server {
+        listen 127.0.0.1:$ngx_port;
+        server_name localhost;
+$conf
+    }
+}
+EOF
+    close $f;
+}
+
+sub nginx_test_config {
+    my $out = `'$NGINX' -t -p '$ROOT/' -c conf/nginx.conf 2>&1`;
+    return ($? == 0, $out);
+}
+
+sub nginx_start {
+    open my $t, '>', "$ROOT/logs/error.log"; close $t;
+    $ngx_pid = fork // die "fork: $!";
+    if ($ngx_pid == 0) {
+        open STDOUT, '>>', "$ROOT/logs/stderr.log";
+        open STDERR, '>&', \*STDOUT;
+        exec $NGINX, '-p', "$ROOT/", '-c', 'conf/nginx.conf' or exit 127;
+    }
+    for (1 .. 200) {
+        return 1 if port_open($ngx_port);
+        if (waitpid($ngx_pid, WNOHANG) > 0) {
+            undef $ngx_pid;
+            return 0;
+        }
+        sleep 0.025;
+    }
+    return 0;
+}
+
+sub nginx_stop {
+    return unless $ngx_pid;
+    kill 'QUIT', $ngx_pid;
+    for (1 .. 200) { last if waitpid($ngx_pid, WNOHANG) != 0; sleep 0.025 }
+    if (kill 0, $ngx_pid) {
+        kill 'KILL', $ngx_pid;
+        waitpid($ngx_pid, 0);
+    }
+    undef $ngx_pid;
+}
+
+sub nginx_reload {
+    kill 'HUP', $ngx_pid if $ngx_pid;
+    sleep 0.5;
+}
+
+sub worker_pids {
+    my @p = `pgrep -P $ngx_pid`;
+    chomp @p;
+    return @p;
+}
+
+sub error_log_text {
+    open my $f, '<', "$ROOT/logs/error.log" or return '';
+    local $/;
+    my $t = <$f>;
+    return $t // '';
+}
+
+# http_get($path, \%headers, $method): HTTP::Tiny response hash.
+sub http_get {
+    my ($path, $headers, $method) = @_;
+    return $http->request($method // 'GET', "http://127.0.0.1:$ngx_port$path",
+                          { headers => $headers || {} });
+}
+
+# is_status($path, \%headers, $code, $name)
+sub is_status {
+    my ($path, $headers, $code, $name) = @_;
+    my $r = http_get($path, $headers);
+    Test::More::is($r->{status}, $code, $name // "$path -> $code")
+        or Test::More::diag($r->{content});
+    return $r;
+}
+
+# raw_http($bytes): send bytes as they are, return (status, whole response).
+sub raw_http {
+    my ($req) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $ngx_port,
+                                  Proto => 'tcp', Timeout => 10) or die "connect: $!";
+    print $s $req;
+    local $/;
+    my $resp = <$s> // '';
+    close $s;
+    my ($status) = $resp =~ m{^HTTP/1\.\d (\d{3})};
+    return ($status // 0, $resp);
+}
+
+sub parse_headers {
+    my ($text) = @_;
+    my %h;
+    for my $line (split /\n/, $text // '') {
+        next unless $line =~ /\S/;
+        my ($k, $v) = $line =~ /^\s*([^:]+?)\s*:\s*(.*?)\s*$/ or die "bad header line: $line\n";
+        $h{$k} = $v;
+    }
+    return \%h;
+}
+
+sub lines { grep { /\S/ } map { s/^\s+|\s+$//gr } split /\n/, ($_[0] // '') }
+
+sub check_log {
+    my ($name, $log, $block) = @_;
+    for my $l (lines($block->error_log)) {
+        Test::More::ok(index($log, $l) >= 0, "$name - error log has: $l")
+            or Test::More::diag(substr($log, -3000));
+    }
+    for my $l (lines($block->no_error_log)) {
+        Test::More::ok(index($log, $l) < 0, "$name - error log lacks: $l");
+    }
+    my @bad = grep { /\[(alert|crit|emerg)\]|exited on signal/ } split /\n/, $log;
+    Test::More::ok(!@bad, "$name - no alert, crit, emerg or dead worker")
+        or Test::More::diag(join("\n", @bad));
+}
+
+sub run_block {
+    my ($block) = @_;
+    my $name = $block->name;
+    $ngx_port = free_port();
+    write_conf($block);
+
+    if (defined $block->must_die) {
+        my ($ok, $out) = nginx_test_config();
+        Test::More::ok(!$ok, "$name - nginx -t fails");
+        for my $l (lines($block->error_log)) {
+            Test::More::ok(index($out, $l) >= 0, "$name - nginx -t says: $l") or Test::More::diag($out);
+        }
+        return;
+    }
+
+    if (defined $block->setup) {
+        my $code = $block->setup;
+        CORE::eval("package main; no strict; $code; 1") or die "setup of $name failed: $@";
+    }
+    if (!nginx_start()) {
+        my $log = error_log_text();
+        my $err = do { local $/; open my $f, '<', "$ROOT/logs/stderr.log"; <$f> } // '';
+        Test::More::fail("$name - nginx starts");
+        Test::More::diag("$err\n$log");
+        return;
+    }
+    my $ok = eval {
+        if (defined $block->request) {
+            my ($method, $path) = split ' ', (lines($block->request))[0];
+            my $hdrs = {};
+            if (defined $block->more_headers) {
+                for my $l (lines($block->more_headers)) {
+                    my ($k, $v) = $l =~ /^([^:]+):\s*(.*)$/ or die "bad header: $l\n";
+                    $hdrs->{$k} = $v;
+                }
+            }
+            my $r = http_get($path, $hdrs, $method);
+            check_response($name, $block, $r->{status}, $r->{headers}, $r->{content});
+        }
+        if (defined $block->raw_request) {
+            my ($status, $resp) = raw_http($block->raw_request);
+            my ($head, $body) = split /\r\n\r\n/, $resp, 2;
+            my %h;
+            for (split /\r\n/, $head // '') { $h{lc $1} = $2 if /^([^:]+):\s*(.*)$/ }
+            check_response($name, $block, $status, \%h, $body);
+        }
+        if (defined $block->test) {
+            my $code = $block->test;
+            my @r = CORE::eval("package main; BEGIN { Test::More->import() } no strict; $code; 1");
+            die "test code failed: $@" unless @r;
+        }
+        1;
+    };
+    Test::More::fail("$name - test code") or Test::More::diag($@) unless $ok;
+    sleep($block->wait) if $block->wait;
+    nginx_stop();
+    check_log($name, error_log_text(), $block);
+}
+
+sub check_response {
+    my ($name, $block, $status, $headers, $body) = @_;
+    if (defined $block->error_code) {
+        my $want = (lines($block->error_code))[0];
+        Test::More::is($status, $want, "$name - status $want")
+            or Test::More::diag(substr($body // '', 0, 500));
+    }
+    if (defined $block->response_headers) {
+        for my $l (lines($block->response_headers)) {
+            if ($l =~ /^!\s*(.+)$/) {
+                Test::More::ok(!defined $headers->{lc $1}, "$name - no header $1");
+                next;
+            }
+            my ($k, $v) = $l =~ /^([^:]+?)\s*:\s*(.*)$/ or die "bad header check: $l\n";
+            my $got = $headers->{lc $k};
+            $got = join(', ', @$got) if ref $got;
+            if ($v =~ /^~\s*(.*)$/) {
+                my $re = $1;
+                Test::More::like($got // '', qr/$re/, "$name - header $k like /$re/");
+            } else {
+                Test::More::is($got, $v, "$name - header $k");
+            }
+        }
+    }
+    if (defined $block->response_body_like) {
+        my $re = (lines($block->response_body_like))[0];
+        Test::More::like($body // '', qr/$re/s, "$name - body like /$re/");
+    }
+}
+
+sub run_tests {
+    remove_tree("$ROOT/conf", "$ROOT/logs");
+    make_path($ROOT);
+    for my $block (Test::Base::blocks()) {
+        run_block($block);
+    }
+    Test::More::done_testing();
+}
+
+END {
+    local $?;   # waitpid below must not change the exit status
+    nginx_stop();
+    op_stop();
+    # keep the directory of a failing file for inspection
+    remove_tree($ROOT) if $ROOT && Test::More->builder->is_passing && !$ENV{TEST_KEEP_SERVROOT};
+}
+
+1;
