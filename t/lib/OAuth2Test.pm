@@ -23,7 +23,8 @@ package OAuth2Test;
 #   --- wait             seconds to sleep before checking the error log
 # Every block also fails on [alert], [crit], [emerg] or a worker that died.
 #
-# In config text, $TEST_OP, $TEST_PORT, $TEST_ROOT and $TEST_DIR are replaced.
+# In config text, $TEST_OP, $TEST_PORT, $TEST_PORT2 (a second free port),
+# $TEST_ROOT and $TEST_DIR are replaced.
 
 use strict;
 use warnings;
@@ -39,7 +40,7 @@ use Time::HiRes qw(sleep time);
 
 our @EXPORT = qw(run_tests op_start op_stop op_url op_port op_ctl token mint
                  http_get nginx_port nginx_reload error_log_text raw_http
-                 is_status worker_pids op_reserve);
+                 is_status worker_pids op_reserve servroot);
 
 sub import {
     my $caller = caller;
@@ -51,7 +52,7 @@ my $TOP = abs_path(dirname(__FILE__) . '/../..');
 my ($NGINX, $MODULE) = find_binaries();
 my $ROOT = "$TOP/t/servroot-" . ($ENV{TEST_NGINX_SERVROOT_SUFFIX} // $$);
 my ($op_pid, $op_port, $op_state);
-my ($ngx_pid, $ngx_port);
+my ($ngx_pid, $ngx_port, $ngx_port2);
 
 # Export the helpers into Test::Base's eval filter package too.
 {
@@ -171,12 +172,14 @@ sub b64 {
 # ---- nginx ---------------------------------------------------------------
 
 sub nginx_port { $ngx_port }
+sub servroot { $ROOT }
 
 sub subst {
     my ($text) = @_;
     return '' unless defined $text;
     my $op = $op_port ? op_url() : 'http://127.0.0.1:1';
     $text =~ s/\$TEST_OP\b/$op/g;
+    $text =~ s/\$TEST_PORT2\b/$ngx_port2/g;
     $text =~ s/\$TEST_PORT\b/$ngx_port/g;
     $text =~ s/\$TEST_ROOT\b/$ROOT/g;
     $text =~ s/\$TEST_DIR\b/$TOP\/t/g;
@@ -326,7 +329,12 @@ sub run_block {
     my ($block) = @_;
     my $name = $block->name;
     $ngx_port = free_port();
+    $ngx_port2 = free_port();
     write_conf($block);
+    if (defined $block->setup) {
+        my $code = $block->setup;
+        CORE::eval("package main; use Time::HiRes qw(sleep time); no strict; $code; 1") or die "setup of $name failed: $@";
+    }
 
     if (defined $block->must_die) {
         my ($ok, $out) = nginx_test_config();
@@ -337,10 +345,6 @@ sub run_block {
         return;
     }
 
-    if (defined $block->setup) {
-        my $code = $block->setup;
-        CORE::eval("package main; no strict; $code; 1") or die "setup of $name failed: $@";
-    }
     if (!nginx_start()) {
         my $log = error_log_text();
         my $err = do { local $/; open my $f, '<', "$ROOT/logs/stderr.log"; <$f> } // '';
@@ -370,7 +374,7 @@ sub run_block {
         }
         if (defined $block->test) {
             my $code = $block->test;
-            my @r = CORE::eval("package main; BEGIN { Test::More->import() } no strict; $code; 1");
+            my @r = CORE::eval("package main; BEGIN { Test::More->import() } use Time::HiRes qw(sleep time); no strict; $code; 1");
             die "test code failed: $@" unless @r;
         }
         1;
@@ -378,7 +382,10 @@ sub run_block {
     Test::More::fail("$name - test code") or Test::More::diag($@) unless $ok;
     sleep($block->wait) if $block->wait;
     nginx_stop();
-    check_log($name, error_log_text(), $block);
+    my $log = error_log_text();
+    my ($n) = $name =~ /(\d+)/;
+    rename "$ROOT/logs/error.log", "$ROOT/logs/error-" . ($n // 'x') . ".log";
+    check_log($name, $log, $block);
 }
 
 sub check_response {
