@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# make demo: the test OpenID Provider on 127.0.0.1:9000 and nginx with
+# nginx-conf/demo.conf on 127.0.0.1:8080, until Ctrl-C.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+profile=${PROFILE:-debug}
+nginx=$(ls -t "$top"/target/"$profile"/build/nginx-sys-*/out/objs/nginx 2>/dev/null | head -1)
+module="$top/target/$profile/libngx_http_oauth2_module.so"
+[ -x "$nginx" ] && [ -f "$module" ] || { echo "build first: make build" >&2; exit 1; }
+
+prefix="$top/demo"
+mkdir -p "$prefix"/{modules,logs,html,op}
+ln -sf "$module" "$prefix/modules/ngx_http_oauth2_module.so"
+echo "public page: no token needed" > "$prefix/html/index.html"
+
+for port in 9000 8080 8081; do
+    if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+        echo "port $port is in use on 127.0.0.1: stop what runs there first" >&2
+        exit 1
+    fi
+done
+
+node "$top/t/op/op.mjs" --port 9000 --state "$prefix/op" \
+    --redirect-uri http://127.0.0.1:8080/oauth2/callback > "$prefix/logs/op.log" 2>&1 &
+op=$!
+"$nginx" -p "$prefix/" -c "$top/nginx-conf/demo.conf" -g 'daemon off;' &
+ngx=$!
+trap 'kill $ngx $op 2>/dev/null; wait 2>/dev/null; echo; echo "demo stopped"' EXIT INT TERM
+sleep 1.5
+
+cat <<MSG
+
+The demo runs: nginx on http://127.0.0.1:8080, the OpenID Provider on http://127.0.0.1:9000
+(nginx-conf/demo.conf, logs in demo/logs/). Try, in another shell:
+
+  # no token: 401 with WWW-Authenticate
+  curl -i http://127.0.0.1:8080/api/hello
+
+  # get an access token (client_credentials) and call the API with it: 200
+  TOKEN=\$(curl -s -u api-client:api-secret -d grant_type=client_credentials \\
+          -d scope=api:read http://127.0.0.1:9000/token | sed 's/.*"access_token":"\\([^"]*\\)".*/\\1/')
+  curl -i -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:8080/api/hello
+
+  # a tampered token: 401 error="invalid_token"
+  curl -i -H "Authorization: Bearer \${TOKEN}x" http://127.0.0.1:8080/api/hello
+
+  # why each request was refused
+  tail demo/logs/oauth2.log
+
+Ctrl-C stops the demo.
+MSG
+wait $ngx
