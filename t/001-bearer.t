@@ -332,3 +332,51 @@ is($r->{status}, 200, 'the waiting request passes once the keys are there');
 cmp_ok($waited, '>', 0.8, "it waited for the keys ($waited s)");
 --- setup
 op_ctl('/__test/delay', '{"jwks":1500}');
+
+=== TEST 20: jku, x5u and embedded jwk headers are ignored; crit is refused
+--- http_config
+oauth2_issuer $TEST_OP;
+oauth2_audience urn:test:api;
+--- config
+location / { oauth2_auth on; add_header X-Error $oauth2_error always; empty_gif; }
+--- test
+my $r = http_get('/', { Authorization => 'Bearer ' . mint('{"key":"foreign","header":{"jku":"' . op_url() . '/__test/stats","x5u":"http://127.0.0.1:1/x","kid":"attacker"}}') });
+is($r->{status}, 401, 'foreign key announced by jku: 401');
+is($r->{headers}{'x-error'}, 'unknown_key', 'the jku key set was not used');
+$r = http_get('/', { Authorization => 'Bearer ' . mint('{"key":"foreign","header":{"kid":null,"jwk":{"kty":"RSA","n":"AQAB","e":"AQAB"}}}') });
+is($r->{status}, 401, 'embedded jwk: 401');
+is($r->{headers}{'x-error'}, 'bad_signature', 'the embedded key was not used');
+$r = http_get('/', { Authorization => 'Bearer ' . mint('{"header":{"crit":["exp"]}}') });
+is($r->{status}, 401, 'crit: 401');
+is($r->{headers}{'x-error'}, 'unsupported_crit', 'reason unsupported_crit');
+$r = http_get('/', { Authorization => 'Bearer ' . mint('{"header":{"typ":"JOSE+JSON"}}') });
+is($r->{headers}{'x-error'}, 'bad_type', 'typ must be JWT or at+jwt');
+$r = http_get('/', { Authorization => 'Bearer ' . mint('{"claims":{"exp":"9999999999"}}') });
+is($r->{headers}{'x-error'}, 'bad_time_claim', 'exp as a string');
+
+=== TEST 21: $oauth2_email and claims with arrays, objects and control characters
+--- http_config
+oauth2_issuer $TEST_OP;
+oauth2_audience urn:test:api;
+--- config
+location / {
+    oauth2_auth on;
+    add_header X-Email $oauth2_email always;
+    add_header X-Groups $oauth2_claim_groups always;
+    add_header X-Obj $oauth2_claim_realm_access always;
+    add_header X-Evil "[$oauth2_claim_evil]" always;
+    add_header X-Absent "[$oauth2_claim_absent]" always;
+    empty_gif;
+}
+--- request
+GET /
+--- more_headers eval
+"Authorization: Bearer " . mint('{"claims":{"email":"a@example.test","groups":["admin","dev"],"realm_access":{"roles":["x"]},"evil":"a\r\nX-Injected: 1"}}')
+--- error_code: 200
+--- response_headers
+X-Email: a@example.test
+X-Groups: admin,dev
+X-Obj: {"roles":["x"]}
+X-Evil: [aX-Injected: 1]
+X-Absent: []
+!X-Injected
