@@ -27,6 +27,8 @@ pub enum Rejection {
     BadTimeClaim,
     WrongIssuer,
     WrongAudience,
+    /// The ID token's `nonce` is not the one sent.
+    BadNonce,
     /// The token is not a JWT and no other validation applies.
     UnsupportedToken,
     /// The provider could not be reached and nothing cached can decide.
@@ -50,6 +52,7 @@ impl Rejection {
             Rejection::BadTimeClaim => "bad_time_claim",
             Rejection::WrongIssuer => "wrong_issuer",
             Rejection::WrongAudience => "wrong_audience",
+            Rejection::BadNonce => "bad_nonce",
             Rejection::UnsupportedToken => "unsupported_token",
             Rejection::ProviderUnavailable => "provider_unavailable",
         }
@@ -71,6 +74,7 @@ impl Rejection {
             Rejection::BadTimeClaim => "the token has missing or invalid time claims",
             Rejection::WrongIssuer => "the token issuer is not accepted",
             Rejection::WrongAudience => "the token audience is not accepted",
+            Rejection::BadNonce => "the ID token nonce does not match",
             Rejection::UnsupportedToken => "the token format is not supported",
             Rejection::ProviderUnavailable => "the identity provider is unavailable",
         }
@@ -111,6 +115,7 @@ mod tests {
             Rejection::BadTimeClaim,
             Rejection::WrongIssuer,
             Rejection::WrongAudience,
+            Rejection::BadNonce,
             Rejection::UnsupportedToken,
             Rejection::ProviderUnavailable,
         ];

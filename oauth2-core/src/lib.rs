@@ -9,6 +9,8 @@ pub mod decide;
 pub mod error;
 pub mod jwt;
 pub mod keys;
+pub mod login;
+pub mod session;
 
 pub use error::Rejection;
 pub use jsonwebtoken::Algorithm;

@@ -1,0 +1,225 @@
+//! The authorization code flow with PKCE (RFC 6749 §4.1, RFC 7636, OpenID
+//! Connect Core §3.1): the authorization request, the token request, the
+//! token response, and ID token validation.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::Rejection;
+use crate::jwt::{self, Claims, Policy};
+use crate::keys::KeySet;
+use crate::session::ct_eq;
+
+/// The authorization endpoint URL with the request's parameters.
+pub fn authorization_url(
+    endpoint: &str,
+    client_id: &str,
+    redirect_uri: &str,
+    scope: &str,
+    state: &str,
+    nonce: &str,
+    code_challenge: &str,
+) -> Result<String, String> {
+    let mut u = url::Url::parse(endpoint).map_err(|e| format!("bad authorization_endpoint: {e}"))?;
+    u.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", client_id)
+        .append_pair("redirect_uri", redirect_uri)
+        .append_pair("scope", scope)
+        .append_pair("state", state)
+        .append_pair("nonce", nonce)
+        .append_pair("code_challenge", code_challenge)
+        .append_pair("code_challenge_method", "S256");
+    Ok(u.into())
+}
+
+/// How the client authenticates at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    Basic,
+    Post,
+}
+
+impl ClientAuth {
+    /// `client_secret_basic` unless the provider lists only `client_secret_post`.
+    pub fn choose(supported: &[String]) -> ClientAuth {
+        let has = |m: &str| supported.iter().any(|s| s == m);
+        if !has("client_secret_basic") && has("client_secret_post") {
+            ClientAuth::Post
+        } else {
+            ClientAuth::Basic
+        }
+    }
+}
+
+/// RFC 6749 §2.3.1: the Basic credentials are the form-urlencoded id and secret.
+pub fn basic_credentials(client_id: &str, secret: &str) -> String {
+    use base64::Engine;
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let raw = format!("{}:{}", enc(client_id), enc(secret));
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+}
+
+/// The successful token response (RFC 6749 §5.1).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    #[serde(default)]
+    pub token_type: Option<String>,
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    #[serde(default)]
+    pub id_token: Option<String>,
+}
+
+/// Parse a token endpoint answer: the tokens, or the provider's error code.
+pub fn parse_token_response(status: u16, body: &[u8]) -> Result<TokenResponse, String> {
+    if (200..300).contains(&status) {
+        let t: TokenResponse =
+            serde_json::from_slice(body).map_err(|e| format!("invalid token response: {e}"))?;
+        if let Some(tt) = &t.token_type {
+            if !tt.eq_ignore_ascii_case("bearer") && !tt.eq_ignore_ascii_case("dpop") {
+                return Err(format!("unsupported token_type \"{}\"", crate::claims::sanitize(tt)));
+            }
+        }
+        return Ok(t);
+    }
+    let code = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(crate::claims::sanitize))
+        .unwrap_or_else(|| "no error code".into());
+    Err(format!("the token endpoint answered {status} ({code})"))
+}
+
+/// OpenID Connect Core §3.1.3.7: signature, `iss`, `aud` contains the client
+/// id, `azp` (when present, or when there are several audiences) is the
+/// client id, `exp`, `iat`, and `nonce` equals the one sent.
+pub fn validate_id_token(
+    token: &str,
+    sets: &[&KeySet],
+    issuer: &str,
+    client_id: &str,
+    algorithms: &[jsonwebtoken::Algorithm],
+    nonce: &str,
+    skew_secs: u64,
+    now: u64,
+) -> Result<Claims, Rejection> {
+    let policy = Policy {
+        issuer: Some(issuer.to_string()),
+        audiences: vec![client_id.to_string()],
+        algorithms: algorithms.to_vec(),
+        skew_secs,
+    };
+    let v = jwt::validate(token, sets, &policy, now)?;
+    let claims = v.claims;
+    if !claims.contains_key("iat") {
+        return Err(Rejection::BadTimeClaim);
+    }
+    let several = matches!(claims.get("aud"), Some(Value::Array(a)) if a.len() > 1);
+    match claims.get("azp") {
+        Some(Value::String(azp)) if azp == client_id => {}
+        Some(_) => return Err(Rejection::WrongAudience),
+        None if several => return Err(Rejection::WrongAudience),
+        None => {}
+    }
+    match claims.get("nonce") {
+        Some(Value::String(n)) if ct_eq(n.as_bytes(), nonce.as_bytes()) => {}
+        _ => return Err(Rejection::BadNonce),
+    }
+    Ok(claims)
+}
+
+/// The `state`, `code` and `error` parameters of the callback, from its
+/// query string. A parameter given twice makes the whole callback invalid.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CallbackParams {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    pub error: Option<String>,
+    pub duplicate: bool,
+}
+
+pub fn parse_callback(query: &str) -> CallbackParams {
+    let mut p = CallbackParams::default();
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        let slot = match k.as_ref() {
+            "code" => &mut p.code,
+            "state" => &mut p.state,
+            "error" => &mut p.error,
+            _ => continue,
+        };
+        if slot.is_some() {
+            p.duplicate = true;
+        }
+        *slot = Some(v.into_owned());
+    }
+    p
+}
+
+/// An error code from the provider, reduced to what RFC 6749 allows in
+/// `error` (printable ASCII without `"` and `\`), and short.
+pub fn clean_error_code(e: &str) -> String {
+    e.chars()
+        .filter(|c| matches!(*c as u32, 0x20..=0x7e) && *c != '"' && *c != '\\')
+        .take(64)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_url() {
+        let u = authorization_url(
+            "https://op.example/auth?x=1", "c", "https://app/cb", "openid email", "s", "n", "ch",
+        )
+        .unwrap();
+        assert!(u.starts_with("https://op.example/auth?x=1&response_type=code&client_id=c"));
+        assert!(u.contains("redirect_uri=https%3A%2F%2Fapp%2Fcb"));
+        assert!(u.contains("scope=openid+email"));
+        assert!(u.contains("code_challenge=ch&code_challenge_method=S256"));
+    }
+
+    #[test]
+    fn client_auth_choice() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(ClientAuth::choose(&v(&[])), ClientAuth::Basic);
+        assert_eq!(ClientAuth::choose(&v(&["client_secret_post"])), ClientAuth::Post);
+        assert_eq!(
+            ClientAuth::choose(&v(&["client_secret_post", "client_secret_basic"])),
+            ClientAuth::Basic
+        );
+        use base64::Engine;
+        let b = basic_credentials("a b", "p:w");
+        let raw = base64::engine::general_purpose::STANDARD.decode(&b["Basic ".len()..]).unwrap();
+        assert_eq!(raw, b"a+b:p%3Aw");
+        assert_eq!(basic_credentials("id", "secret"), "Basic aWQ6c2VjcmV0");
+    }
+
+    #[test]
+    fn token_responses() {
+        let ok = parse_token_response(200, br#"{"access_token":"a","token_type":"Bearer","expires_in":60,"id_token":"x.y.z"}"#).unwrap();
+        assert_eq!(ok.access_token, "a");
+        assert_eq!(ok.expires_in, Some(60));
+        assert!(parse_token_response(200, b"not json").is_err());
+        assert!(parse_token_response(200, br#"{"access_token":"a","token_type":"mac"}"#).is_err());
+        let e = parse_token_response(400, br#"{"error":"invalid_grant"}"#).unwrap_err();
+        assert!(e.contains("400") && e.contains("invalid_grant"));
+        assert!(parse_token_response(500, b"<html>").unwrap_err().contains("500"));
+    }
+
+    #[test]
+    fn callback_params() {
+        let p = parse_callback("code=abc&state=xyz&iss=http%3A%2F%2Fop");
+        assert_eq!(p.code.as_deref(), Some("abc"));
+        assert_eq!(p.state.as_deref(), Some("xyz"));
+        assert!(!p.duplicate);
+        assert!(parse_callback("state=a&state=b&code=c").duplicate);
+        let e = parse_callback("error=access_denied&error_description=%3Cscript%3E");
+        assert_eq!(e.error.as_deref(), Some("access_denied"));
+        assert_eq!(clean_error_code("<b>\"x\"\r\n</b>"), "<b>x</b>");
+    }
+}

@@ -1,0 +1,365 @@
+//! Cookie sealing (AES-256-GCM), chunking, the login state, PKCE, and the
+//! small parsers the browser login needs (cookies, return paths).
+
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use aws_lc_rs::digest;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+/// Cookie values longer than this are split into numbered chunks.
+pub const CHUNK_SIZE: usize = 4000;
+/// At most this many chunks; a larger session is refused (and logged).
+pub const MAX_CHUNKS: usize = 5;
+
+/// What a sealed cookie is for; part of the AEAD's associated data, so a
+/// state cookie never opens as a session and the other way round.
+#[derive(Debug, Clone, Copy)]
+pub enum Purpose {
+    Session,
+    State,
+}
+
+impl Purpose {
+    fn aad(self) -> &'static [u8] {
+        match self {
+            Purpose::Session => b"ngx_http_oauth2_module session v1",
+            Purpose::State => b"ngx_http_oauth2_module state v1",
+        }
+    }
+}
+
+/// The keys of `oauth2_cookie_secret_file`: the first seals, all open.
+pub struct CookieKeys {
+    keys: Vec<LessSafeKey>,
+}
+
+impl std::fmt::Debug for CookieKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CookieKeys({} keys)", self.keys.len())
+    }
+}
+
+impl CookieKeys {
+    /// One base64 (standard or URL-safe) 32-byte key per line; blank lines
+    /// and lines starting with `#` are skipped. The error never quotes a key.
+    pub fn parse(text: &str) -> Result<CookieKeys, String> {
+        let mut keys = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let raw = STANDARD
+                .decode(line)
+                .or_else(|_| URL_SAFE_NO_PAD.decode(line.trim_end_matches('=')))
+                .map_err(|_| format!("line {}: not base64", i + 1))?;
+            if raw.len() != 32 {
+                return Err(format!("line {}: the key is {} bytes, not 32", i + 1, raw.len()));
+            }
+            let key = UnboundKey::new(&AES_256_GCM, &raw)
+                .map_err(|_| format!("line {}: unusable key", i + 1))?;
+            keys.push(LessSafeKey::new(key));
+        }
+        if keys.is_empty() {
+            return Err("no key in the file".into());
+        }
+        Ok(CookieKeys { keys })
+    }
+
+    /// Seal with the first key: `v1.` + base64url(nonce || ciphertext || tag).
+    pub fn seal(&self, purpose: Purpose, plaintext: &[u8]) -> String {
+        let mut nonce = [0u8; NONCE_LEN];
+        fill_random(&mut nonce);
+        let mut buf = plaintext.to_vec();
+        self.keys[0]
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(purpose.aad()),
+                &mut buf,
+            )
+            .expect("AES-GCM sealing of an in-memory buffer");
+        let mut out = Vec::with_capacity(NONCE_LEN + buf.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&buf);
+        format!("v1.{}", URL_SAFE_NO_PAD.encode(out))
+    }
+
+    /// Open with any key; `None` for anything tampered, truncated, foreign.
+    pub fn open(&self, purpose: Purpose, value: &str) -> Option<Vec<u8>> {
+        let body = value.strip_prefix("v1.")?;
+        if body.len() > CHUNK_SIZE * MAX_CHUNKS {
+            return None;
+        }
+        let raw = URL_SAFE_NO_PAD.decode(body).ok()?;
+        if raw.len() < NONCE_LEN + 16 {
+            return None;
+        }
+        let (nonce, ct) = raw.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
+        for key in &self.keys {
+            let mut buf = ct.to_vec();
+            if let Ok(pt) = key.open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(purpose.aad()),
+                &mut buf,
+            ) {
+                return Some(pt.to_vec());
+            }
+        }
+        None
+    }
+}
+
+pub fn fill_random(buf: &mut [u8]) {
+    aws_lc_rs::rand::fill(buf).expect("the system random generator");
+}
+
+/// `n` random bytes, base64url.
+pub fn random_token(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    fill_random(&mut b);
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+/// PKCE S256 (RFC 7636 §4.2).
+pub fn pkce_challenge(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, verifier.as_bytes()))
+}
+
+/// Constant-time equality.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A short, non-reversible tag of a token (for cache keys and cookie names).
+pub fn short_hash(s: &str) -> String {
+    URL_SAFE_NO_PAD.encode(&digest::digest(&digest::SHA256, s.as_bytes()).as_ref()[..9])
+}
+
+/// The login in progress, sealed into a state cookie.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LoginState {
+    pub state: String,
+    pub nonce: String,
+    pub verifier: String,
+    /// Where the login started: a path (and query) on this origin.
+    pub return_to: String,
+    /// Unix time the login started.
+    pub created: u64,
+}
+
+/// The session, sealed into the session cookie.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Session {
+    /// The ID token's claims (what the variables show).
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    pub access_token: String,
+    /// Unix time the access token expires (0: unknown).
+    pub access_exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    /// Unix time the session started (for `oauth2_session_lifetime`).
+    pub created: u64,
+}
+
+/// Cookies of a request, in order (`Cookie: a=1; b=2`).
+pub fn parse_cookies(header: &str) -> impl Iterator<Item = (&str, &str)> {
+    header.split(';').filter_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        let k = k.trim();
+        if k.is_empty() {
+            return None;
+        }
+        Some((k, v.trim().trim_matches('"')))
+    })
+}
+
+/// Split a value into chunk cookies: `NAME` holds the first chunk, or, when
+/// chunked, `N.` + the first chunk, with the rest in `NAME_1` ... `NAME_{N-1}`.
+/// `None` when more than `MAX_CHUNKS` would be needed.
+pub fn split_chunks(name: &str, value: &str) -> Option<Vec<(String, String)>> {
+    if value.len() <= CHUNK_SIZE {
+        return Some(vec![(name.to_string(), value.to_string())]);
+    }
+    // the value is base64url + "v1." (ASCII), so byte slicing is safe
+    let parts: Vec<&str> = value
+        .as_bytes()
+        .chunks(CHUNK_SIZE - 8)
+        .map(|c| std::str::from_utf8(c).unwrap_or(""))
+        .collect();
+    if parts.len() > MAX_CHUNKS {
+        return None;
+    }
+    let mut out = vec![(name.to_string(), format!("{}.{}", parts.len(), parts[0]))];
+    for (i, p) in parts.iter().enumerate().skip(1) {
+        out.push((format!("{name}_{i}"), p.to_string()));
+    }
+    Some(out)
+}
+
+/// Put chunk cookies back together; `None` if a chunk is missing or the
+/// count is out of bounds.
+pub fn join_chunks<'a>(name: &str, get: impl Fn(&str) -> Option<&'a str>) -> Option<String> {
+    let first = get(name)?;
+    if first.starts_with("v1.") {
+        return Some(first.to_string());
+    }
+    let (n, rest) = first.split_once('.')?;
+    let n: usize = n.parse().ok()?;
+    if !(2..=MAX_CHUNKS).contains(&n) {
+        return None;
+    }
+    let mut out = rest.to_string();
+    for i in 1..n {
+        out.push_str(get(&format!("{name}_{i}"))?);
+    }
+    Some(out)
+}
+
+/// A return path is accepted only as a same-origin path: `/…`, not `//…`,
+/// not `/\…`, no scheme, no control characters (CR/LF), also after one
+/// round of percent-decoding.
+pub fn safe_return_path(p: &str) -> bool {
+    fn ok(p: &str) -> bool {
+        p.starts_with('/')
+            && !p.starts_with("//")
+            && !p.starts_with("/\\")
+            && !p.chars().any(|c| c.is_control() || c == '\\')
+    }
+    if !ok(p) {
+        return false;
+    }
+    match percent_decode(p) {
+        Some(d) => ok(&d),
+        None => false,
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let h = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(h, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_line(b: u8) -> String {
+        STANDARD.encode([b; 32])
+    }
+
+    #[test]
+    fn keys_file() {
+        let k = CookieKeys::parse(&format!("# comment\n\n{}\n{}\n", key_line(1), key_line(2))).unwrap();
+        assert_eq!(k.keys.len(), 2);
+        assert!(CookieKeys::parse("").is_err());
+        assert!(CookieKeys::parse("not base64 !!!").unwrap_err().contains("line 1"));
+        let short = STANDARD.encode([1u8; 16]);
+        let e = CookieKeys::parse(&short).unwrap_err();
+        assert!(e.contains("16 bytes") && !e.contains(&short));
+        // URL-safe base64 without padding is fine too
+        assert!(CookieKeys::parse(&URL_SAFE_NO_PAD.encode([7u8; 32])).is_ok());
+    }
+
+    #[test]
+    fn seal_open_rotation_and_tampering() {
+        let old = CookieKeys::parse(&key_line(1)).unwrap();
+        let rotated = CookieKeys::parse(&format!("{}\n{}", key_line(2), key_line(1))).unwrap();
+        let foreign = CookieKeys::parse(&key_line(3)).unwrap();
+        let v = old.seal(Purpose::Session, b"hello");
+        assert_eq!(old.open(Purpose::Session, &v).unwrap(), b"hello");
+        // old cookie still opens after a new key was added first
+        assert_eq!(rotated.open(Purpose::Session, &v).unwrap(), b"hello");
+        // new cookies are sealed with the new key
+        let v2 = rotated.seal(Purpose::Session, b"x");
+        assert!(old.open(Purpose::Session, &v2).is_none());
+        assert!(foreign.open(Purpose::Session, &v).is_none());
+        // purpose binding
+        assert!(old.open(Purpose::State, &v).is_none());
+        // tampered, truncated, garbage
+        let mut t = v.clone().into_bytes();
+        let i = t.len() - 3;
+        t[i] = if t[i] == b'A' { b'B' } else { b'A' };
+        assert!(old.open(Purpose::Session, std::str::from_utf8(&t).unwrap()).is_none());
+        assert!(old.open(Purpose::Session, &v[..v.len() - 5]).is_none());
+        assert!(old.open(Purpose::Session, "v1.").is_none());
+        assert!(old.open(Purpose::Session, "garbage").is_none());
+        assert!(old.open(Purpose::Session, "v1.!!!!").is_none());
+        // two seals of the same text differ (random nonce)
+        assert_ne!(old.seal(Purpose::Session, b"hello"), v);
+    }
+
+    #[test]
+    fn pkce() {
+        // RFC 7636 appendix B
+        assert_eq!(
+            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+        assert_eq!(random_token(32).len(), 43);
+        assert_ne!(random_token(32), random_token(32));
+    }
+
+    #[test]
+    fn chunks() {
+        let small = "v1.abc";
+        assert_eq!(split_chunks("s", small).unwrap(), vec![("s".into(), small.into())]);
+        let big = format!("v1.{}", "A".repeat(9000));
+        let parts = split_chunks("s", &big).unwrap();
+        assert_eq!(parts.len(), 3);
+        assert!(parts.iter().all(|(_, v)| v.len() <= CHUNK_SIZE));
+        assert_eq!(parts[1].0, "s_1");
+        let get = |n: &str| parts.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        assert_eq!(join_chunks("s", get).unwrap(), big);
+        // a missing chunk
+        let get_missing = |n: &str| if n == "s_2" { None } else { get(n) };
+        assert!(join_chunks("s", get_missing).is_none());
+        // a chunk-count bomb
+        assert!(join_chunks("s", |n| if n == "s" { Some("99999.x") } else { Some("x") }).is_none());
+        assert!(join_chunks("s", |n| if n == "s" { Some("1.x") } else { None }).is_none());
+        // too large to store
+        assert!(split_chunks("s", &"A".repeat(CHUNK_SIZE * MAX_CHUNKS + 100)).is_none());
+    }
+
+    #[test]
+    fn cookies() {
+        let c: Vec<_> = parse_cookies("a=1; b = 2 ;c=\"3\"; broken; =x; d=").collect();
+        assert_eq!(c, vec![("a", "1"), ("b", "2"), ("c", "3"), ("d", "")]);
+    }
+
+    #[test]
+    fn return_paths() {
+        for good in ["/", "/app?x=1", "/a/b#frag", "/%2e%2e/x"] {
+            assert!(safe_return_path(good), "{good}");
+        }
+        for bad in [
+            "//evil.example", "/\\evil.example", "https://evil.example", "evil", "",
+            "/%2fevil.example", "/%5cevil.example", "/a\r\nSet-Cookie: x=1", "/%0d%0aX: y",
+            "javascript:alert(1)", "/%zz",
+        ] {
+            assert!(!safe_return_path(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn constant_time_eq() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"ab"));
+    }
+}
