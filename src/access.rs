@@ -17,6 +17,7 @@ use oauth2_core::jwt::{self, Claims};
 use oauth2_core::Rejection;
 
 use crate::conf::{LocConf, LocRuntime};
+use crate::endpoints::SessionOutcome;
 use crate::provider::{with_worker, KeyState};
 use crate::Module;
 
@@ -29,8 +30,10 @@ pub struct Ctx {
     pub error: Option<Rejection>,
     /// A key refetch was already asked for this request.
     refetched: bool,
-    /// The request is in a provider's waiting list.
-    waiting: bool,
+    /// The request is in a waiting list (keys, metadata or a job).
+    pub waiting: bool,
+    /// Where an `oauth2_callback` request is.
+    pub callback: Option<crate::endpoints::CallbackStep>,
 }
 
 impl Drop for Ctx {
@@ -51,7 +54,7 @@ pub fn get_ctx(r: &Request) -> Option<&mut Ctx> {
     unsafe { (slot as *mut Ctx).as_mut() }
 }
 
-fn ctx_mut(r: &mut Request) -> Option<&mut Ctx> {
+pub fn ctx_mut(r: &mut Request) -> Option<&mut Ctx> {
     let raw: *mut ngx_http_request_t = r.into();
     if get_ctx(r).is_none() {
         let c = r.pool().allocate(Ctx {
@@ -62,6 +65,7 @@ fn ctx_mut(r: &mut Request) -> Option<&mut Ctx> {
             error: None,
             refetched: false,
             waiting: false,
+            callback: None,
         });
         if c.is_null() {
             return None;
@@ -83,7 +87,7 @@ fn find_header<'a>(r: &'a Request, name: &str) -> Option<&'a str> {
         .and_then(|(_, v)| v.to_str().ok())
 }
 
-fn push_header(r: &mut Request, key: &'static str, value: &str) -> *mut ngx_table_elt_t {
+pub fn push_header(r: &mut Request, key: &'static str, value: &str) -> *mut ngx_table_elt_t {
     let raw: *mut ngx_http_request_t = r.into();
     let pool = r.pool();
     // SAFETY: headers_out.headers is the request's initialised header list;
@@ -118,9 +122,18 @@ fn realm<'a>(r: &'a Request, lc: &'a LocConf) -> &'a str {
 
 fn apply(r: &mut Request, lc: &LocConf, action: Action) -> Status {
     ngx_log_debug_http!(r, "oauth2: action {:?}", action);
+    let session = lc.runtime.as_ref().and_then(|rt| rt.session.as_ref());
     match action {
-        Action::Allow => Status::NGX_OK,
-        Action::Pass => Status::NGX_DECLINED,
+        Action::Allow | Action::Pass => {
+            if let Some(sc) = session {
+                crate::endpoints::strip_cookies(r, sc);
+            }
+            if action == Action::Allow {
+                Status::NGX_OK
+            } else {
+                Status::NGX_DECLINED
+            }
+        }
         Action::Unauthorized { challenge } => {
             let h = push_header(r, "WWW-Authenticate", &challenge);
             let raw: *mut ngx_http_request_t = r.into();
@@ -132,13 +145,10 @@ fn apply(r: &mut Request, lc: &LocConf, action: Action) -> Status {
             push_header(r, "Retry-After", &retry_after.to_string());
             Status(503)
         }
-        // The browser login is not part of this version; merge refuses the
-        // values that could lead here, so this is a plain 401.
-        Action::Redirect => apply(
-            r,
-            lc,
-            Action::Unauthorized { challenge: decide::challenge(realm(r, lc), None) },
-        ),
+        Action::Redirect => match (lc.runtime.clone(), session) {
+            (Some(rt), Some(sc)) => Status(crate::endpoints::start_login(r, &rt, sc)),
+            _ => Status(401),
+        },
     }
 }
 
@@ -147,6 +157,10 @@ pub fn handler(r: &mut Request) -> Status {
         return Status::NGX_DECLINED;
     }
     let Some(lc) = Module::location_conf(r) else { return Status::NGX_DECLINED };
+    if lc.endpoint.is_some() {
+        // oauth2_callback / oauth2_sign_out are never subject to oauth2_auth
+        return Status::NGX_DECLINED;
+    }
     let Some(rt) = lc.runtime.clone() else { return Status::NGX_DECLINED };
     let raw: *mut ngx_http_request_t = r.into();
     // SAFETY: headers_in.authorization is null or a header of this request.
@@ -155,7 +169,25 @@ pub fn handler(r: &mut Request) -> Status {
         Credential::Bearer(token) => bearer(r, lc, &rt, token),
         Credential::MalformedBearer => reject(r, lc, Rejection::Malformed, 1),
         Credential::None => {
+            if let Some(sc) = rt.session.as_ref() {
+                match crate::endpoints::session_for_access(r, &rt, sc) {
+                    SessionOutcome::Wait => return Status::NGX_AGAIN,
+                    SessionOutcome::Valid(s) => {
+                        if let Some(ctx) = ctx_mut(r) {
+                            ctx.waiting = false;
+                            ctx.method = "cookie";
+                            ctx.error = None;
+                            ctx.token = Some(s.access_token);
+                            ctx.claims = Some(s.claims);
+                        }
+                        ngx_log_debug_http!(r, "oauth2: session accepted");
+                        return apply(r, lc, Action::Allow);
+                    }
+                    SessionOutcome::None => {}
+                }
+            }
             if let Some(ctx) = ctx_mut(r) {
+                ctx.waiting = false;
                 ctx.error = Some(Rejection::MissingToken);
             }
             let method = r.method();
@@ -167,7 +199,8 @@ pub fn handler(r: &mut Request) -> Status {
                 access_control_request_method: find_header(r, "Access-Control-Request-Method")
                     .is_some(),
             };
-            let action = decide::unauthenticated(lc.on_failure(), &facts, false, realm(r, lc));
+            let browser = rt.session.as_ref().is_some_and(|s| s.client.is_some());
+            let action = decide::unauthenticated(lc.on_failure(), &facts, browser, realm(r, lc));
             ngx_log_debug_http!(r, "oauth2: no credentials");
             apply(r, lc, action)
         }
@@ -250,7 +283,7 @@ fn bearer(r: &mut Request, lc: &LocConf, rt: &LocRuntime, token: &str) -> Status
             ctx.token = Some(token.to_string());
             ctx.claims = Some(claims);
             ngx_log_debug_http!(r, "oauth2: bearer token accepted");
-            Status::NGX_OK
+            apply(r, lc, Action::Allow)
         }
         Outcome::Invalid(why, retry) => {
             ctx.waiting = false;

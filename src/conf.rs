@@ -8,14 +8,15 @@ use std::time::Duration;
 
 use ngx::ffi::{
     ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG,
-    NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
     NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
 };
-use ngx::http::HttpModuleMainConf;
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
 use oauth2_core::config::{self, OnFailure, TokenValidation, DEFAULT_ALGORITHMS};
 use oauth2_core::jwt::Policy;
 use oauth2_core::keys::{KeySet, KeySource};
+use oauth2_core::session::CookieKeys;
 use oauth2_core::Algorithm;
 
 use crate::Module;
@@ -39,8 +40,63 @@ pub struct LocConf {
     pub auth: Option<bool>,
     pub on_failure: Option<OnFailure>,
 
-    /// Set by merge where `oauth2_auth` is on.
+    pub client_secret: Option<Secret>,
+    pub redirect_uri: Option<String>,
+    pub scope: Option<Vec<String>>,
+    pub cookie_secret_file: Option<(String, Arc<CookieKeys>)>,
+    pub cookie_name: Option<String>,
+    pub cookie_domain: Option<String>,
+    pub cookie_path: Option<String>,
+    pub cookie_samesite: Option<&'static str>,
+    pub cookie_secure: Option<bool>,
+    pub session_lifetime: Option<Duration>,
+    pub refresh: Option<bool>,
+    pub post_logout_redirect_uri: Option<String>,
+
+    /// `oauth2_callback` / `oauth2_sign_out` (this location only).
+    pub endpoint: Option<Endpoint>,
+
+    /// Set by merge where `oauth2_auth` is on, or at an endpoint.
     pub runtime: Option<Arc<LocRuntime>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Callback,
+    SignOut,
+}
+
+/// A secret that never prints itself.
+#[derive(Clone)]
+pub struct Secret(pub Arc<String>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// Cookie sessions and the browser login, where configured.
+pub struct SessionConf {
+    pub keys: Arc<CookieKeys>,
+    pub cookie_name: String,
+    pub cookie_domain: Option<String>,
+    pub cookie_path: String,
+    pub samesite: &'static str,
+    pub secure: bool,
+    pub lifetime: u64,
+    pub refresh: bool,
+    /// Present where the browser login can run (issuer + client id).
+    pub client: Option<ClientConf>,
+}
+
+pub struct ClientConf {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub redirect_uri: String,
+    pub scope: String,
+    pub post_logout_redirect_uri: Option<String>,
 }
 
 /// What a protected location needs at request time, computed once at merge.
@@ -48,6 +104,7 @@ pub struct LocRuntime {
     pub provider: usize,
     pub policy: Policy,
     pub token_validation: TokenValidation,
+    pub session: Option<SessionConf>,
 }
 
 /// One provider as configuration names it; locations with the same provider
@@ -204,14 +261,104 @@ fn set_auth(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
 }
 
 fn set_on_failure(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
-    let v = OnFailure::parse(a[0])?;
-    if matches!(v, OnFailure::Redirect | OnFailure::Auto) {
-        return Err(format!(
-            "\"{}\" needs the browser login, which this version of the module does not have yet; use \"401\" or \"pass\"",
-            a[0]
-        ));
+    once(&mut c.on_failure, OnFailure::parse(a[0])?)
+}
+
+fn set_client_secret(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+    if a[0].is_empty() {
+        return Err("the secret is empty".into());
     }
-    once(&mut c.on_failure, v)
+    once(&mut c.client_secret, Secret(Arc::new(a[0].to_string())))
+}
+
+fn set_client_secret_file(c: &mut LocConf, a: &[&str], cx: &ConfCtx) -> Result<(), String> {
+    let raw = cx.read(a[0])?;
+    let s = String::from_utf8(raw).map_err(|_| format!("\"{}\" is not UTF-8", a[0]))?;
+    let s = s.trim_end_matches(['\r', '\n']).to_string();
+    if s.is_empty() || s.contains('\n') {
+        return Err(format!("\"{}\" must hold the secret on one line", a[0]));
+    }
+    once(&mut c.client_secret, Secret(Arc::new(s)))
+}
+
+fn set_redirect_uri(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+    if !a[0].starts_with('/') {
+        config::parse_http_url(a[0])?;
+    } else if a[0].starts_with("//") || a[0].bytes().any(|b| b.is_ascii_control()) {
+        return Err(format!("invalid redirect URI \"{}\"", a[0]));
+    }
+    once(&mut c.redirect_uri, a[0].to_string())
+}
+
+fn set_scope(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+    if let Some(bad) = a.iter().find(|s| s.is_empty() || s.bytes().any(|b| b <= b' ' || b == b'"' || b == b'\\')) {
+        return Err(format!("invalid scope \"{bad}\""));
+    }
+    once(&mut c.scope, a.iter().map(|s| s.to_string()).collect())
+}
+
+fn set_cookie_secret_file(c: &mut LocConf, a: &[&str], cx: &ConfCtx) -> Result<(), String> {
+    let raw = cx.read(a[0])?;
+    let text = String::from_utf8(raw).map_err(|_| format!("\"{}\" is not UTF-8", a[0]))?;
+    let keys = CookieKeys::parse(&text).map_err(|e| format!("\"{}\": {e}", a[0]))?;
+    once(&mut c.cookie_secret_file, (a[0].to_string(), Arc::new(keys)))
+}
+
+fn cookie_token(v: &str) -> bool {
+    !v.is_empty()
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn set_cookie_name(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+    if !cookie_token(a[0]) {
+        return Err(format!("invalid cookie name \"{}\"", a[0]));
+    }
+    once(&mut c.cookie_name, a[0].to_string())
+}
+
+fn set_cookie_domain(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+    if !a[0].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') || a[0].is_empty() {
+        return Err(format!("invalid cookie domain \"{}\"", a[0]));
+    }
+    once(&mut c.cookie_domain, a[0].to_string())
+}
+
+fn set_cookie_path(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+    if !a[0].starts_with('/') || a[0].bytes().any(|b| b.is_ascii_control() || b == b';') {
+        return Err(format!("invalid cookie path \"{}\"", a[0]));
+    }
+    once(&mut c.cookie_path, a[0].to_string())
+}
+
+fn set_cookie_samesite(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+    let v = match a[0] {
+        "lax" => "Lax",
+        "strict" => "Strict",
+        "none" => "None",
+        _ => return Err(format!("invalid value \"{}\", it must be \"lax\", \"strict\" or \"none\"", a[0])),
+    };
+    once(&mut c.cookie_samesite, v)
+}
+
+fn set_cookie_secure(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+    once(&mut c.cookie_secure, config::parse_on_off(a[0])?)
+}
+
+fn set_session_lifetime(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+    set_duration(&mut c.session_lifetime, a[0], Duration::from_secs(1))
+}
+
+fn set_refresh(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+    once(&mut c.refresh, config::parse_on_off(a[0])?)
+}
+
+fn set_post_logout(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+    if !a[0].starts_with('/') {
+        config::parse_http_url(a[0])?;
+    } else if a[0].starts_with("//") || a[0].bytes().any(|b| b.is_ascii_control()) {
+        return Err(format!("invalid URI \"{}\"", a[0]));
+    }
+    once(&mut c.post_logout_redirect_uri, a[0].to_string())
 }
 
 impl LocConf {
@@ -224,11 +371,39 @@ impl LocConf {
         inherit!(
             issuer, jwks_uri, jwks_file, client_id, audience, algorithms, token_validation,
             clock_skew, jwks_refresh, provider_timeout, ssl_trusted_certificate, realm, auth,
-            on_failure
+            on_failure, client_secret, redirect_uri, scope, cookie_secret_file, cookie_name,
+            cookie_domain, cookie_path, cookie_samesite, cookie_secure, session_lifetime,
+            refresh, post_logout_redirect_uri
         );
-        if self.auth != Some(true) {
+        let auth = self.auth == Some(true) && self.endpoint.is_none();
+        if !auth && self.endpoint.is_none() {
             self.runtime = None;
             return Ok(());
+        }
+        let can_redirect = auth && matches!(self.on_failure(), OnFailure::Redirect | OnFailure::Auto);
+        if can_redirect || self.endpoint.is_some() {
+            let what = match self.endpoint {
+                Some(Endpoint::Callback) => "\"oauth2_callback\" needs".to_string(),
+                Some(Endpoint::SignOut) => "\"oauth2_sign_out\" needs".to_string(),
+                None => format!(
+                    "a location with \"oauth2_auth on\" and \"oauth2_on_failure {}\" can redirect to the provider and needs",
+                    if self.on_failure() == OnFailure::Auto { "auto" } else { "redirect" }
+                ),
+            };
+            let hint = if self.endpoint.is_none() {
+                " (APIs: use \"oauth2_on_failure 401\")"
+            } else {
+                ""
+            };
+            for (missing, name) in [
+                (self.cookie_secret_file.is_none(), "oauth2_cookie_secret_file"),
+                (self.client_id.is_none(), "oauth2_client_id"),
+                (self.issuer.is_none(), "oauth2_issuer"),
+            ] {
+                if missing {
+                    return Err(format!("{what} \"{name}\"{hint}"));
+                }
+            }
         }
         if self.issuer.is_none() && self.jwks_uri.is_none() && self.jwks_file.is_none() {
             return Err(
@@ -239,6 +414,7 @@ impl LocConf {
         let audiences = match (&self.audience, &self.client_id) {
             (Some(a), _) => a.clone(),
             (None, Some(id)) => vec![id.clone()],
+            (None, None) if self.endpoint.is_some() => Vec::new(),
             (None, None) => {
                 return Err(
                     "\"oauth2_auth\" is on but neither \"oauth2_audience\" nor \"oauth2_client_id\" is set"
@@ -289,8 +465,35 @@ impl LocConf {
                 skew_secs: self.clock_skew.unwrap_or(DEFAULT_CLOCK_SKEW).as_secs(),
             },
             token_validation: self.token_validation.unwrap_or(TokenValidation::Auto),
+            session: self.session_conf(),
         }));
         Ok(())
+    }
+
+    fn session_conf(&self) -> Option<SessionConf> {
+        let (_, keys) = self.cookie_secret_file.as_ref()?;
+        let client = match (&self.issuer, &self.client_id) {
+            (Some(issuer), Some(client_id)) => Some(ClientConf {
+                issuer: issuer.clone(),
+                client_id: client_id.clone(),
+                client_secret: self.client_secret.clone(),
+                redirect_uri: self.redirect_uri.clone().unwrap_or_else(|| "/oauth2/callback".into()),
+                scope: self.scope.as_ref().map(|s| s.join(" ")).unwrap_or_else(|| "openid".into()),
+                post_logout_redirect_uri: self.post_logout_redirect_uri.clone(),
+            }),
+            _ => None,
+        };
+        Some(SessionConf {
+            keys: keys.clone(),
+            cookie_name: self.cookie_name.clone().unwrap_or_else(|| "oauth2_session".into()),
+            cookie_domain: self.cookie_domain.clone(),
+            cookie_path: self.cookie_path.clone().unwrap_or_else(|| "/".into()),
+            samesite: self.cookie_samesite.unwrap_or("Lax"),
+            secure: self.cookie_secure.unwrap_or(true),
+            lifetime: self.session_lifetime.unwrap_or(Duration::from_secs(8 * 3600)).as_secs(),
+            refresh: self.refresh.unwrap_or(true),
+            client,
+        })
     }
 
     pub fn on_failure(&self) -> OnFailure {
@@ -376,6 +579,38 @@ unsafe extern "C" fn set_directive(
     })
 }
 
+/// `oauth2_callback;` and `oauth2_sign_out;`: make the location a content
+/// handler of ours.
+unsafe extern "C" fn set_endpoint(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    crate::guard(ngx::core::NGX_CONF_ERROR, || {
+        // SAFETY: nginx passes our command, our LocConf and the configuration.
+        let (cmd, conf) = unsafe { (&*cmd, &mut *(conf as *mut LocConf)) };
+        let (ep, handler): (Endpoint, ngx::ffi::ngx_http_handler_pt) =
+            if cmd.name.as_bytes() == b"oauth2_callback" {
+                (Endpoint::Callback, Some(crate::endpoints::callback_handler))
+            } else {
+                (Endpoint::SignOut, Some(crate::endpoints::sign_out_handler))
+            };
+        if conf.endpoint.is_some() {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"{}\" directive is duplicate", cmd.name.to_str().unwrap_or("?"));
+            return ngx::core::NGX_CONF_ERROR;
+        }
+        conf.endpoint = Some(ep);
+        // SAFETY: cf is the location being read; its core loc conf exists.
+        match NgxHttpCoreModule::location_conf_mut(unsafe { &*cf }) {
+            Some(clcf) => {
+                clcf.handler = handler;
+                ngx::core::NGX_CONF_OK
+            }
+            None => ngx::core::NGX_CONF_ERROR,
+        }
+    })
+}
+
 const ANY: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
 macro_rules! command {
@@ -391,7 +626,7 @@ macro_rules! command {
     };
 }
 
-pub static mut COMMANDS: [ngx_command_t; 15] = [
+pub static mut COMMANDS: [ngx_command_t; 30] = [
     command!("oauth2_issuer", NGX_CONF_TAKE1, set_issuer),
     command!("oauth2_jwks_uri", NGX_CONF_TAKE1, set_jwks_uri),
     command!("oauth2_jwks_file", NGX_CONF_TAKE1, set_jwks_file),
@@ -406,5 +641,34 @@ pub static mut COMMANDS: [ngx_command_t; 15] = [
     command!("oauth2_realm", NGX_CONF_TAKE1, set_realm),
     command!("oauth2_auth", NGX_CONF_FLAG, set_auth),
     command!("oauth2_on_failure", NGX_CONF_TAKE1, set_on_failure),
+    command!("oauth2_client_secret", NGX_CONF_TAKE1, set_client_secret),
+    command!("oauth2_client_secret_file", NGX_CONF_TAKE1, set_client_secret_file),
+    command!("oauth2_redirect_uri", NGX_CONF_TAKE1, set_redirect_uri),
+    command!("oauth2_scope", NGX_CONF_1MORE, set_scope),
+    command!("oauth2_cookie_secret_file", NGX_CONF_TAKE1, set_cookie_secret_file),
+    command!("oauth2_cookie_name", NGX_CONF_TAKE1, set_cookie_name),
+    command!("oauth2_cookie_domain", NGX_CONF_TAKE1, set_cookie_domain),
+    command!("oauth2_cookie_path", NGX_CONF_TAKE1, set_cookie_path),
+    command!("oauth2_cookie_samesite", NGX_CONF_TAKE1, set_cookie_samesite),
+    command!("oauth2_cookie_secure", NGX_CONF_FLAG, set_cookie_secure),
+    command!("oauth2_session_lifetime", NGX_CONF_TAKE1, set_session_lifetime),
+    command!("oauth2_refresh", NGX_CONF_FLAG, set_refresh),
+    command!("oauth2_post_logout_redirect_uri", NGX_CONF_TAKE1, set_post_logout),
+    ngx_command_t {
+        name: ngx_string!("oauth2_callback"),
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
+        set: Some(set_endpoint),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: std::ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("oauth2_sign_out"),
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
+        set: Some(set_endpoint),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: std::ptr::null_mut(),
+    },
     ngx_command_t::empty(),
 ];

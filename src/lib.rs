@@ -16,6 +16,7 @@ use ngx::ngx_log_error;
 
 mod access;
 mod conf;
+mod endpoints;
 mod provider;
 mod variables;
 

@@ -9,6 +9,7 @@
 //! write events of the requests that were waiting for them.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ptr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,13 +40,35 @@ struct Update {
     next_in: u64,
 }
 
+/// A POST to the provider (token endpoint) on behalf of a request.
+pub struct Job {
+    pub id: u64,
+    pub provider: usize,
+    pub url: String,
+    pub form: Vec<(String, String)>,
+    /// `Authorization` header value (client_secret_basic), if any.
+    pub authorization: Option<String>,
+}
+
+/// The provider's answer to a job: status and body, or a transport error.
+pub type JobResult = Result<(u16, Vec<u8>), String>;
+
+enum Msg {
+    Keys(Update),
+    Job(u64, JobResult),
+}
+
 struct Shared {
-    queue: Mutex<Vec<Update>>,
+    queue: Mutex<Vec<Msg>>,
     efd: libc::c_int,
 }
 
 impl Shared {
     fn push(&self, u: Update) {
+        self.push_msg(Msg::Keys(u));
+    }
+
+    fn push_msg(&self, u: Msg) {
         if let Ok(mut q) = self.queue.lock() {
             q.push(u);
         }
@@ -108,6 +131,14 @@ impl ProviderRt {
 
 pub struct Worker {
     pub providers: Vec<ProviderRt>,
+    /// Finished jobs, until the request that waits for them takes them.
+    pub job_results: HashMap<u64, JobResult>,
+    /// Requests waiting for a job (several for a shared refresh).
+    job_waiters: HashMap<u64, Vec<*mut ngx_http_request_t>>,
+    next_job: u64,
+    jobs: Option<tokio::sync::mpsc::UnboundedSender<Job>>,
+    /// Per-worker state of the browser login (used states, refreshes).
+    pub login: crate::endpoints::LoginState,
     shared: Arc<Shared>,
     conn: *mut ngx_connection_t,
     log: *mut ngx::ffi::ngx_log_t,
@@ -136,6 +167,30 @@ impl Worker {
         for p in &mut self.providers {
             p.waiters.retain(|w| w.r != r);
         }
+        for w in self.job_waiters.values_mut() {
+            w.retain(|x| *x != r);
+        }
+    }
+
+    /// Send a POST to the provider; the caller waits for `job_results[id]`
+    /// (see `wait_job`). None when the fetcher is not running.
+    pub fn submit(
+        &mut self,
+        provider: usize,
+        url: String,
+        form: Vec<(String, String)>,
+        authorization: Option<String>,
+    ) -> Option<u64> {
+        let tx = self.jobs.as_ref()?;
+        self.next_job += 1;
+        let id = self.next_job;
+        tx.send(Job { id, provider, url, form, authorization }).ok()?;
+        Some(id)
+    }
+
+    /// Park a request until job `id` is done.
+    pub fn wait_job(&mut self, id: u64, r: *mut ngx_http_request_t) {
+        self.job_waiters.entry(id).or_default().push(r);
     }
 }
 
@@ -195,16 +250,29 @@ pub fn init_worker(cycle: *mut ngx_cycle_t, specs: &[ProviderSpec]) -> Result<()
             waiters: Vec::new(),
         });
     }
+    let mut job_tx = None;
     if !jobs.is_empty() {
         let sh = shared.clone();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        job_tx = Some(tx);
         std::thread::Builder::new()
             .name("oauth2-fetch".into())
-            .spawn(move || fetcher_main(jobs, sh, stop_rx))
+            .spawn(move || fetcher_main(jobs, rx, sh, stop_rx))
             .map_err(|e| format!("cannot start the fetcher thread: {e}"))?;
     }
     WORKER.with(|w| {
-        *w.borrow_mut() =
-            Some(Worker { providers, shared, conn, log, _stop: stop_tx });
+        *w.borrow_mut() = Some(Worker {
+            providers,
+            job_results: HashMap::new(),
+            job_waiters: HashMap::new(),
+            next_job: 0,
+            jobs: job_tx,
+            login: Default::default(),
+            shared,
+            conn,
+            log,
+            _stop: stop_tx,
+        });
     });
     Ok(())
 }
@@ -238,8 +306,19 @@ unsafe extern "C" fn wakeup_handler(ev: *mut ngx_event_t) {
                 Ok(mut q) => std::mem::take(&mut *q),
                 Err(_) => Vec::new(),
             };
-            for u in updates {
-                apply_update(w.log, &mut w.providers[u.provider], u);
+            for m in updates {
+                match m {
+                    Msg::Keys(u) => apply_update(w.log, &mut w.providers[u.provider], u),
+                    Msg::Job(id, result) => {
+                        let waiters = w.job_waiters.remove(&id).unwrap_or_default();
+                        if !waiters.is_empty() {
+                            w.job_results.insert(id, result);
+                        }
+                        for r in waiters {
+                            post_request(r);
+                        }
+                    }
+                }
             }
         });
     })
@@ -292,21 +371,27 @@ fn apply_update(log: *mut ngx::ffi::ngx_log_t, p: &mut ProviderRt, u: Update) {
             keep.push(w);
             continue;
         }
-        // SAFETY: a waiting request is alive: it is removed from this list by
-        // its pool cleanup before it is freed. Posting its write event makes
-        // nginx rerun its phases (write_event_handler is core_run_phases).
-        unsafe {
-            let c = (*w.r).connection;
-            ngx_post_event((*c).write, ptr::addr_of_mut!(ngx_posted_events));
-        }
+        post_request(w.r);
     }
     p.waiters = keep;
+}
+
+/// Resume a waiting request: post its connection's write event, which calls
+/// its `write_event_handler` (the phase runner, or an endpoint's resume).
+fn post_request(r: *mut ngx_http_request_t) {
+    // SAFETY: a waiting request is alive: its ctx removes it from every
+    // waiting list when the request pool goes away, before it is freed.
+    unsafe {
+        let c = (*r).connection;
+        ngx_post_event((*c).write, ptr::addr_of_mut!(ngx_posted_events));
+    }
 }
 
 // ---- the fetcher thread ------------------------------------------------
 
 fn fetcher_main(
     jobs: Vec<(usize, ProviderSpec, Arc<Notify>)>,
+    mut job_rx: tokio::sync::mpsc::UnboundedReceiver<Job>,
     shared: Arc<Shared>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -325,12 +410,60 @@ fn fetcher_main(
         }
     };
     rt.block_on(async move {
+        let mut clients: HashMap<usize, reqwest::Client> = HashMap::new();
         for (i, spec, notify) in jobs {
+            if let Ok(c) = build_client(&spec) {
+                clients.insert(i, c);
+            }
             tokio::spawn(provider_loop(i, spec, notify, shared.clone()));
         }
         // runs until the worker drops the sender (or exits)
-        while stop.changed().await.is_ok() {}
+        loop {
+            tokio::select! {
+                changed = stop.changed() => if changed.is_err() { break },
+                job = job_rx.recv() => match job {
+                    None => break,
+                    Some(job) => {
+                        let client = clients.get(&job.provider).cloned();
+                        let sh = shared.clone();
+                        tokio::spawn(async move {
+                            let id = job.id;
+                            let result = match client {
+                                Some(c) => post_form(&c, job).await,
+                                None => Err("no HTTP client for this provider".into()),
+                            };
+                            sh.push_msg(Msg::Job(id, result));
+                        });
+                    }
+                },
+            }
+        }
     });
+}
+
+async fn post_form(client: &reqwest::Client, job: Job) -> JobResult {
+    let fail = |e: String| format!("request to \"{}\" failed ({e})", job.url);
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(job.form.iter())
+        .finish();
+    let mut req = client
+        .post(&job.url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "application/json")
+        .body(body);
+    if let Some(a) = &job.authorization {
+        req = req.header("authorization", a);
+    }
+    let mut resp = req.send().await.map_err(|e| fail(error_chain(&e)))?;
+    let status = resp.status().as_u16();
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| fail(error_chain(&e)))? {
+        if out.len() + chunk.len() > MAX_DOCUMENT {
+            return Err(fail("response too large".into()));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok((status, out))
 }
 
 async fn provider_loop(i: usize, spec: ProviderSpec, notify: Arc<Notify>, shared: Arc<Shared>) {

@@ -12,6 +12,7 @@ __DATA__
 
 === TEST 1: a valid client_credentials token gets 200 and the identity variables
 --- http_config
+oauth2_on_failure 401;
 oauth2_issuer $TEST_OP;
 oauth2_audience urn:test:api;
 --- config
@@ -58,13 +59,14 @@ GET /
 WWW-Authenticate: Bearer realm="localhost"
 X-Error: missing_token
 
-=== TEST 3: oauth2_realm sets the realm; the default on_failure gives curl a 401
+=== TEST 3: oauth2_realm sets the realm
 --- http_config
 oauth2_issuer $TEST_OP;
 oauth2_audience urn:test:api;
 --- config
 location / {
     oauth2_auth on;
+    oauth2_on_failure 401;
     oauth2_realm "my api";
     empty_gif;
 }
@@ -78,6 +80,7 @@ WWW-Authenticate: Bearer realm="my api"
 
 === TEST 4: an expired token (signed by the provider's key)
 --- http_config
+oauth2_on_failure 401;
 oauth2_issuer $TEST_OP;
 oauth2_audience urn:test:api;
 oauth2_clock_skew 10s;
@@ -96,6 +99,7 @@ oauth2: bearer token rejected: expired
 
 === TEST 5: expiry within the clock skew is accepted
 --- http_config
+oauth2_on_failure 401;
 oauth2_issuer $TEST_OP;
 oauth2_audience urn:test:api;
 oauth2_clock_skew 2m;
@@ -109,6 +113,7 @@ GET /
 
 === TEST 6: a token that is not valid yet
 --- http_config
+oauth2_on_failure 401;
 oauth2_issuer $TEST_OP;
 oauth2_audience urn:test:api;
 --- config
@@ -124,6 +129,7 @@ WWW-Authenticate: ~error="invalid_token"
 
 === TEST 7: wrong issuer
 --- http_config
+oauth2_on_failure 401;
 oauth2_issuer $TEST_OP;
 oauth2_audience urn:test:api;
 --- config
@@ -138,6 +144,7 @@ X-Error: wrong_issuer
 
 === TEST 8: wrong audience (a real token for another resource)
 --- http_config
+oauth2_on_failure 401;
 oauth2_issuer $TEST_OP;
 oauth2_audience urn:test:other;
 --- config
@@ -153,6 +160,7 @@ WWW-Authenticate: ~error_description="the token audience is not accepted"
 
 === TEST 9: one of several audiences; a real ES256 token
 --- http_config
+oauth2_on_failure 401;
 oauth2_issuer $TEST_OP;
 oauth2_audience urn:test:api urn:test:api:es256;
 --- config
@@ -167,6 +175,7 @@ X-Sub: api-client
 
 === TEST 10: signed by a foreign key that claims the provider's kid
 --- http_config
+oauth2_on_failure 401;
 oauth2_issuer $TEST_OP;
 oauth2_audience urn:test:api;
 --- config
@@ -183,6 +192,7 @@ X-Error: bad_signature
 
 === TEST 11: tampered signature
 --- http_config
+oauth2_on_failure 401;
 oauth2_issuer $TEST_OP;
 oauth2_audience urn:test:api;
 --- config
@@ -197,6 +207,7 @@ X-Error: bad_signature
 
 === TEST 12: tampered payload with the original signature
 --- http_config
+oauth2_on_failure 401;
 oauth2_issuer $TEST_OP;
 oauth2_audience urn:test:api;
 --- config
@@ -215,6 +226,7 @@ X-Error: bad_signature
 
 === TEST 13: alg none is never accepted
 --- http_config
+oauth2_on_failure 401;
 oauth2_issuer $TEST_OP;
 oauth2_audience urn:test:api;
 --- config
@@ -229,6 +241,7 @@ X-Error: bad_algorithm
 
 === TEST 14: HS256 signed with the RSA public key
 --- http_config
+oauth2_on_failure 401;
 oauth2_issuer $TEST_OP;
 oauth2_audience urn:test:api;
 --- config
@@ -243,6 +256,7 @@ X-Error: bad_algorithm
 
 === TEST 15: oauth2_algorithms restricts the accepted algorithms
 --- http_config
+oauth2_on_failure 401;
 oauth2_issuer $TEST_OP;
 oauth2_audience urn:test:api;
 oauth2_algorithms ES256;
@@ -258,6 +272,7 @@ X-Error: bad_algorithm
 
 === TEST 16: garbage tokens: bad base64, wrong number of parts, 20 KB, not a JWT
 --- http_config
+oauth2_on_failure 401;
 oauth2_issuer $TEST_OP;
 oauth2_audience urn:test:api;
 large_client_header_buffers 4 64k;
@@ -290,6 +305,7 @@ is($r->{headers}{'www-authenticate'}, 'Bearer realm="localhost"', 'bare challeng
 
 === TEST 17: lower-case scheme and extra spaces are accepted
 --- http_config
+oauth2_on_failure 401;
 oauth2_issuer $TEST_OP;
 oauth2_audience urn:test:api;
 --- config
@@ -302,6 +318,7 @@ GET /
 
 === TEST 18: with "oauth2_token_validation jwt" anything not a JWT is malformed
 --- http_config
+oauth2_on_failure 401;
 oauth2_issuer $TEST_OP;
 oauth2_audience urn:test:api;
 oauth2_token_validation jwt;
@@ -316,6 +333,7 @@ for my $t ('a.b', 'a.b.c.d', 'opaque-token-value') {
 
 === TEST 19: requests wait while the keys are loading, then pass
 --- http_config
+oauth2_on_failure 401;
 oauth2_jwks_uri $TEST_OP/jwks;
 oauth2_audience urn:test:api;
 --- config
@@ -335,6 +353,7 @@ op_ctl('/__test/delay', '{"jwks":1500}');
 
 === TEST 20: jku, x5u and embedded jwk headers are ignored; crit is refused
 --- http_config
+oauth2_on_failure 401;
 oauth2_issuer $TEST_OP;
 oauth2_audience urn:test:api;
 --- config
@@ -356,6 +375,7 @@ is($r->{headers}{'x-error'}, 'bad_time_claim', 'exp as a string');
 
 === TEST 21: $oauth2_email and claims with arrays, objects and control characters
 --- http_config
+oauth2_on_failure 401;
 oauth2_issuer $TEST_OP;
 oauth2_audience urn:test:api;
 --- config

@@ -35,6 +35,7 @@ is($r->{status}, 200, 'an invalid token does not matter where auth is off');
 --- http_config
 oauth2_issuer $TEST_OP;
 oauth2_audience urn:test:other;
+oauth2_on_failure 401;
 --- config
 oauth2_realm outer;
 location /a { oauth2_auth on; oauth2_on_failure 401; empty_gif; }
@@ -73,6 +74,7 @@ is($r->{status}, 401, 'an invalid token is still rejected on a pass location');
 
 === TEST 4: oauth2_client_id is the default audience
 --- http_config
+oauth2_on_failure 401;
 oauth2_issuer $TEST_OP;
 oauth2_client_id urn:test:api;
 --- config
@@ -87,6 +89,7 @@ GET /
 --- setup
 system("curl -sf " . op_url() . "/jwks -o " . servroot() . "/jwks.json") == 0 or die "jwks";
 --- http_config
+oauth2_on_failure 401;
 oauth2_jwks_file $TEST_ROOT/jwks.json;
 oauth2_audience urn:test:api;
 --- config
@@ -104,6 +107,7 @@ open my $f, '>', "" . servroot() . "/hs.json" or die;
 print $f '{"keys":[{"kty":"oct","kid":"h1","k":"' . MIME::Base64::encode_base64url('0123456789abcdef0123456789abcdef') . '"}]}';
 close $f;
 --- http_config
+oauth2_on_failure 401;
 oauth2_jwks_file $TEST_ROOT/hs.json;
 oauth2_audience api;
 oauth2_algorithms HS256;
@@ -166,13 +170,15 @@ location / { oauth2_on_failure 403; }
 --- error_log
 invalid value "403", it must be "redirect", "401", "auto" or "pass" in "oauth2_on_failure" directive
 
-=== TEST 13: nginx -t: redirect needs the browser login
+=== TEST 13: nginx -t: a location that can redirect (the default "auto") needs the browser settings
+--- http_config
+oauth2_issuer $TEST_OP;
+oauth2_audience api;
 --- config
-location / { oauth2_on_failure redirect; }
+location / { oauth2_auth on; }
 --- must_die
 --- error_log
-needs the browser login
-"oauth2_on_failure" directive
+a location with "oauth2_auth on" and "oauth2_on_failure auto" can redirect to the provider and needs "oauth2_cookie_secret_file" (APIs: use "oauth2_on_failure 401")
 
 === TEST 14: nginx -t: a missing JWKS file
 --- http_config
@@ -195,6 +201,7 @@ the JWK Set has no usable signature key (it is empty) in "oauth2_jwks_file" dire
 
 === TEST 16: nginx -t: protection without any key source
 --- http_config
+oauth2_on_failure 401;
 oauth2_audience api;
 --- config
 location / { oauth2_auth on; }
@@ -204,6 +211,7 @@ location / { oauth2_auth on; }
 
 === TEST 17: nginx -t: protection without an audience
 --- http_config
+oauth2_on_failure 401;
 oauth2_issuer $TEST_OP;
 --- config
 location / { oauth2_auth on; }
@@ -213,6 +221,7 @@ location / { oauth2_auth on; }
 
 === TEST 18: nginx -t: HS256 without a symmetric key
 --- http_config
+oauth2_on_failure 401;
 oauth2_issuer $TEST_OP;
 oauth2_audience api;
 oauth2_algorithms RS256 HS256;

@@ -15,6 +15,7 @@ __DATA__
 
 === TEST 1: a key rotated in at the provider is picked up on its unknown kid, without restart
 --- http_config
+oauth2_on_failure 401;
 oauth2_issuer $TEST_OP;
 oauth2_audience urn:test:api;
 --- config
@@ -41,6 +42,7 @@ sub from_json_count { my $s = HTTP::Tiny->new->get(op_url() . '/__test/stats')->
 
 === TEST 2: provider down after the keys were loaded: keys in use keep working
 --- http_config
+oauth2_on_failure 401;
 oauth2_issuer $TEST_OP;
 oauth2_audience urn:test:api;
 oauth2_jwks_refresh 1s;
@@ -66,6 +68,7 @@ while refreshing keys of "http://127.0.0.1:
 --- setup
 op_stop();
 --- http_config
+oauth2_on_failure 401;
 oauth2_issuer $TEST_OP;
 oauth2_audience urn:test:api;
 oauth2_provider_timeout 1s;
@@ -96,6 +99,7 @@ oauth2: loaded
 
 === TEST 4: discovery naming another issuer is rejected and logged
 --- http_config
+oauth2_on_failure 401;
 oauth2_issuer $TEST_OP/other;
 oauth2_jwks_uri $TEST_OP/jwks;
 oauth2_audience urn:test:api;
@@ -119,6 +123,7 @@ openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out tls.
 SH
 system("($sh) >/dev/null 2>&1") == 0 or die "openssl";
 --- http_config
+oauth2_on_failure 401;
 oauth2_jwks_uri https://127.0.0.1:$TEST_PORT2/jwks;
 oauth2_ssl_trusted_certificate $TEST_ROOT/ca.crt;
 oauth2_audience urn:test:api;
@@ -151,6 +156,7 @@ openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out tls.
 SH
 system("($sh) >/dev/null 2>&1") == 0 or die "openssl";
 --- http_config
+oauth2_on_failure 401;
 oauth2_jwks_uri https://127.0.0.1:$TEST_PORT2/jwks;
 oauth2_audience urn:test:api;
 server {
