@@ -95,15 +95,21 @@ fn delete_cookie(r: &mut Request, sc: &SessionConf, name: &str, lax: bool) {
     set_cookie(r, sc, name, "", 0, lax);
 }
 
-/// `scheme://host` of the request.
+/// `scheme://host[:port]` of the request, from its Host header.
 fn origin(r: &Request) -> String {
     let raw: *const ngx_http_request_t = r.into();
-    // SAFETY: connection and headers_in of a live request.
-    let (ssl, host) = unsafe {
+    // SAFETY: connection and headers_in of a live request; `host` is null or
+    // one of its headers (nginx has validated it).
+    let (ssl, host, server) = unsafe {
         let c = (*raw).connection;
-        (!(*c).ssl.is_null(), (*raw).headers_in.server)
+        let h = (*raw).headers_in.host;
+        (!(*c).ssl.is_null(), h.as_ref().map(|h| h.value), (*raw).headers_in.server)
     };
-    let host = host.to_str().ok().filter(|h| !h.is_empty()).unwrap_or("localhost");
+    let host = host
+        .and_then(|h| h.to_str().ok().map(str::to_string))
+        .filter(|h| !h.is_empty())
+        .or_else(|| server.to_str().ok().map(str::to_string))
+        .unwrap_or_else(|| "localhost".into());
     format!("{}://{}", if ssl { "https" } else { "http" }, host)
 }
 

@@ -32,6 +32,7 @@ use Test::Base;
 use Exporter ();
 use IO::Socket::INET;
 use HTTP::Tiny;
+use MIME::Base64 ();
 use File::Path qw(make_path remove_tree);
 use File::Basename qw(dirname);
 use Cwd qw(abs_path);
@@ -40,7 +41,7 @@ use Time::HiRes qw(sleep time);
 
 our @EXPORT = qw(run_tests op_start op_stop op_url op_port op_ctl token mint
                  http_get nginx_port nginx_reload error_log_text raw_http
-                 is_status worker_pids op_reserve servroot);
+                 is_status worker_pids op_reserve servroot fixed_port browser);
 
 sub import {
     my $caller = caller;
@@ -52,7 +53,11 @@ my $TOP = abs_path(dirname(__FILE__) . '/../..');
 my ($NGINX, $MODULE) = find_binaries();
 my $ROOT = "$TOP/t/servroot-" . ($ENV{TEST_NGINX_SERVROOT_SUFFIX} // $$);
 my ($op_pid, $op_port, $op_state);
-my ($ngx_pid, $ngx_port, $ngx_port2);
+my ($ngx_pid, $ngx_port, $ngx_port2, $fixed_port);
+
+# fixed_port(): one nginx port for every block of the file (the provider
+# must know the redirect URI before nginx starts).
+sub fixed_port { $fixed_port //= free_port() }
 
 # Export the helpers into Test::Base's eval filter package too.
 {
@@ -110,6 +115,7 @@ sub op_start {
     push @args, '--redirect-uri', $_ for @{ $o{redirect_uri} || [] };
     push @args, '--access-ttl', $o{access_ttl} if $o{access_ttl};
     push @args, '--jwks-delay', $o{jwks_delay} if $o{jwks_delay};
+    push @args, '--no-logout' if $o{no_logout};
     $op_pid = fork // die "fork: $!";
     if ($op_pid == 0) {
         open STDOUT, '>>', "$ROOT/op.log";
@@ -172,6 +178,11 @@ sub b64 {
 # ---- nginx ---------------------------------------------------------------
 
 sub nginx_port { $ngx_port }
+
+sub browser {
+    require OAuth2Browser;
+    return OAuth2Browser->new(op => op_url(), base => "http://127.0.0.1:$ngx_port");
+}
 sub servroot { $ROOT }
 
 sub subst {
@@ -328,7 +339,7 @@ sub check_log {
 sub run_block {
     my ($block) = @_;
     my $name = $block->name;
-    $ngx_port = free_port();
+    $ngx_port = $fixed_port // free_port();
     $ngx_port2 = free_port();
     write_conf($block);
     if (defined $block->setup) {

@@ -28,6 +28,7 @@ for (let i = 0; i < args.length; i += 1) {
   else if (args[i] === '--redirect-uri') opt.redirect.push(args[++i]);
   else if (args[i] === '--access-ttl') opt.accessTtl = Number(args[++i]);
   else if (args[i] === '--jwks-delay') opt.jwksDelay = Number(args[++i]);
+  else if (args[i] === '--no-logout') opt.noLogout = true;
   else { console.error(`unknown argument ${args[i]}`); process.exit(2); }
 }
 if (!opt.port || !opt.state) {
@@ -86,9 +87,14 @@ function makeProvider() {
     cookies: { keys: ['test-cookie-key-not-secret'] },
     scopes: ['openid', 'offline_access', 'email', 'profile', 'api:read', 'api:write'],
     pkce: { required: () => true },
+    conformIdTokenClaims: false,
     findAccount: async (ctx, sub) => ({
       accountId: sub,
-      claims: async () => ({ sub, email: `${sub}@example.test`, email_verified: true, name: sub }),
+      // a user whose name starts with "big" has a 6 KB name: large ID tokens
+      claims: async () => ({
+        sub, email: `${sub}@example.test`, email_verified: true,
+        name: sub.startsWith('big') ? `${sub}-${'N'.repeat(6000)}` : sub,
+      }),
     }),
     claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
     features: {
@@ -96,7 +102,7 @@ function makeProvider() {
       clientCredentials: { enabled: true },
       introspection: { enabled: true },
       revocation: { enabled: true },
-      rpInitiatedLogout: { enabled: true },
+      rpInitiatedLogout: { enabled: !opt.noLogout },
       resourceIndicators: {
         enabled: true,
         defaultResource: () => 'urn:test:api',
@@ -111,6 +117,8 @@ function makeProvider() {
       },
     },
     ttl: { AccessToken: opt.accessTtl || 300, ClientCredentials: opt.accessTtl || 300 },
+    // refresh tokens for every code grant of a client allowed to refresh
+    issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
   });
   p.on('server_error', (ctx, err) => console.error('op server_error', err));
   return p;
