@@ -187,7 +187,7 @@ fn send_page(r: &mut Request, status: u16, text: &str) -> ngx_int_t {
 pub fn open_session(cookies: &[(String, String)], sc: &SessionConf) -> Option<Session> {
     let sealed = session::join_chunks(&sc.cookie_name, |n| cookie(cookies, n))?;
     let raw = sc.keys.open(Purpose::Session, &sealed)?;
-    let s: Session = serde_json::from_slice(&raw).ok()?;
+    let s = Session::from_json(&raw)?;
     if now() >= s.created.saturating_add(sc.lifetime) {
         return None;
     }
@@ -384,7 +384,8 @@ fn refreshed_session(old: &Session, res: crate::provider::JobResult, t: u64) -> 
         access_token: tokens.access_token,
         access_exp: tokens.expires_in.map(|e| t + e).unwrap_or(0),
         refresh_token: tokens.refresh_token.or_else(|| old.refresh_token.clone()),
-        id_token: tokens.id_token.or_else(|| old.id_token.clone()),
+        // the identity stays the one validated at login
+        id_token: old.id_token.clone(),
         created: old.created,
     })
 }

@@ -149,10 +149,13 @@ pub struct LoginState {
     pub created: u64,
 }
 
-/// The session, sealed into the session cookie.
+/// The session, sealed into the session cookie. The identity is the ID
+/// token validated at login; its claims are not stored twice but read back
+/// from it when the (authenticated, encrypted) cookie is opened.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Session {
     /// The ID token's claims (what the variables show).
+    #[serde(skip)]
     pub claims: serde_json::Map<String, serde_json::Value>,
     pub access_token: String,
     /// Unix time the access token expires (0: unknown).
@@ -163,6 +166,21 @@ pub struct Session {
     pub id_token: Option<String>,
     /// Unix time the session started (for `oauth2_session_lifetime`).
     pub created: u64,
+}
+
+impl Session {
+    /// Read a session from an opened cookie: the JSON, then the claims of
+    /// its ID token (validated when the session was made).
+    pub fn from_json(raw: &[u8]) -> Option<Session> {
+        let mut s: Session = serde_json::from_slice(raw).ok()?;
+        let payload = s.id_token.as_deref()?.split('.').nth(1)?;
+        let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+        match serde_json::from_slice(&bytes).ok()? {
+            serde_json::Value::Object(m) => s.claims = m,
+            _ => return None,
+        }
+        Some(s)
+    }
 }
 
 /// Cookies of a request, in order (`Cookie: a=1; b=2`).
@@ -334,6 +352,25 @@ mod tests {
         assert!(join_chunks("s", |n| if n == "s" { Some("1.x") } else { None }).is_none());
         // too large to store
         assert!(split_chunks("s", &"A".repeat(CHUNK_SIZE * MAX_CHUNKS + 100)).is_none());
+    }
+
+    #[test]
+    fn session_claims_come_from_the_id_token() {
+        let payload = URL_SAFE_NO_PAD.encode(br#"{"sub":"alice","email":"a@x"}"#);
+        let s = Session {
+            claims: Default::default(),
+            access_token: "at".into(),
+            access_exp: 10,
+            refresh_token: None,
+            id_token: Some(format!("h.{payload}.s")),
+            created: 1,
+        };
+        let json = serde_json::to_vec(&s).unwrap();
+        assert!(!String::from_utf8_lossy(&json).contains("\"claims\""));
+        let back = Session::from_json(&json).unwrap();
+        assert_eq!(back.claims["sub"], "alice");
+        let none = Session { id_token: None, ..s };
+        assert!(Session::from_json(&serde_json::to_vec(&none).unwrap()).is_none());
     }
 
     #[test]
