@@ -184,6 +184,13 @@ pub fn handler(r: &mut Request) -> Status {
                         return apply(r, lc, Action::Allow);
                     }
                     SessionOutcome::None => {}
+                    SessionOutcome::Unavailable => {
+                        if let Some(ctx) = ctx_mut(r) {
+                            ctx.waiting = false;
+                            ctx.error = Some(Rejection::ProviderUnavailable);
+                        }
+                        return apply(r, lc, Action::Unavailable { retry_after: 5 });
+                    }
                 }
             }
             if let Some(ctx) = ctx_mut(r) {

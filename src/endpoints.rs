@@ -39,8 +39,16 @@ pub struct LoginState {
 
 struct Refresh {
     job: Option<u64>,
-    outcome: Option<Result<Session, String>>,
+    outcome: Option<Result<Session, RefreshError>>,
     at: u64,
+}
+
+/// Why a refresh failed: the provider could not be reached (the session is
+/// kept, the request gets 503), or it refused (the session ends).
+#[derive(Clone, Debug)]
+pub struct RefreshError {
+    transient: bool,
+    msg: String,
 }
 
 /// Where a request is in the callback (kept in its ctx).
@@ -280,6 +288,8 @@ pub enum SessionOutcome {
     /// No session, or one that ended (its cookies are cleared).
     None,
     Wait,
+    /// The refresh could not reach the provider: 503 with Retry-After.
+    Unavailable,
 }
 
 fn needs_refresh(s: &Session, t: u64) -> bool {
@@ -317,7 +327,8 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
     let key = session::short_hash(s.refresh_token.as_deref().unwrap_or(""));
     let raw: *mut ngx_http_request_t = r.into();
     let step = with_worker(|w| {
-        w.login.refreshes.retain(|_, e| e.job.is_some() || e.at + REFRESH_REUSE > t);
+        // outcomes are reused for a minute; a refresh in flight longer than that is given up
+        w.login.refreshes.retain(|_, e| e.at + REFRESH_REUSE > t);
         let entry = w.login.refreshes.get_mut(&key);
         match entry {
             Some(e) if e.outcome.is_some() => Ok(e.outcome.clone().expect("checked")),
@@ -337,7 +348,7 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
             None => {
                 let p = &w.providers[rt.provider];
                 let Some(url) = p.metadata.as_ref().and_then(|m| m.token_endpoint.clone()) else {
-                    return Ok(Err("no token endpoint".to_string()));
+                    return Ok(Err(RefreshError { transient: true, msg: "no provider metadata".into() }));
                 };
                 let mut form = vec![
                     ("grant_type".to_string(), "refresh_token".to_string()),
@@ -350,7 +361,7 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
                         w.wait_job(id, raw);
                         Err(())
                     }
-                    None => Ok(Err("the fetcher is not running".to_string())),
+                    None => Ok(Err(RefreshError { transient: true, msg: "the fetcher is not running".into() })),
                 }
             }
         }
@@ -366,8 +377,16 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
             issue_session(r, sc, &new);
             SessionOutcome::Valid(new)
         }
+        Some(Ok(Err(e))) if e.transient && t < s.access_exp => {
+            ngx_log_error!(NGX_LOG_WARN, r.log(), "oauth2: session refresh failed: {}, the access token is still valid", e.msg);
+            SessionOutcome::Valid(s)
+        }
+        Some(Ok(Err(e))) if e.transient => {
+            ngx_log_error!(NGX_LOG_WARN, r.log(), "oauth2: session refresh failed: {}", e.msg);
+            SessionOutcome::Unavailable
+        }
         Some(Ok(Err(e))) => {
-            ngx_log_error!(NGX_LOG_WARN, r.log(), "oauth2: session refresh failed: {}, the session ends", e);
+            ngx_log_error!(NGX_LOG_WARN, r.log(), "oauth2: session refresh failed: {}, the session ends", e.msg);
             clear_session(r, sc, &cookies);
             SessionOutcome::None
         }
@@ -376,9 +395,14 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
 }
 
 /// The session after a refresh: new tokens, the same identity.
-fn refreshed_session(old: &Session, res: crate::provider::JobResult, t: u64) -> Result<Session, String> {
-    let (status, body) = res?;
-    let tokens = login::parse_token_response(status, &body)?;
+fn refreshed_session(
+    old: &Session,
+    res: crate::provider::JobResult,
+    t: u64,
+) -> Result<Session, RefreshError> {
+    let (status, body) = res.map_err(|msg| RefreshError { transient: true, msg })?;
+    let tokens = login::parse_token_response(status, &body)
+        .map_err(|msg| RefreshError { transient: status >= 500, msg })?;
     Ok(Session {
         claims: old.claims.clone(),
         access_token: tokens.access_token,

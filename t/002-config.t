@@ -281,3 +281,73 @@ location / { oauth2_auth on; oauth2_on_failure 401; empty_gif; }
 --- request
 GET /
 --- error_code: 401
+
+=== TEST 24: nginx -t: redirect without oauth2_client_id
+--- setup
+open my $f, '>', servroot() . "/c.keys" or die; print $f MIME::Base64::encode_base64('a' x 32, ''), "\n"; close $f;
+--- http_config
+oauth2_issuer $TEST_OP;
+oauth2_cookie_secret_file $TEST_ROOT/c.keys;
+oauth2_audience api;
+--- config
+location / { oauth2_auth on; oauth2_on_failure redirect; }
+--- must_die
+--- error_log
+can redirect to the provider and needs "oauth2_client_id"
+
+=== TEST 25: nginx -t: redirect without oauth2_issuer
+--- setup
+open my $f, '>', servroot() . "/c.keys" or die; print $f MIME::Base64::encode_base64('a' x 32, ''), "\n"; close $f;
+--- http_config
+oauth2_jwks_uri $TEST_OP/jwks;
+oauth2_client_id nginx;
+oauth2_cookie_secret_file $TEST_ROOT/c.keys;
+--- config
+location / { oauth2_auth on; oauth2_on_failure redirect; }
+--- must_die
+--- error_log
+can redirect to the provider and needs "oauth2_issuer"
+
+=== TEST 26: nginx -t: oauth2_callback without the cookie key file
+--- http_config
+oauth2_issuer $TEST_OP;
+oauth2_client_id nginx;
+--- config
+location = /oauth2/callback { oauth2_callback; }
+--- must_die
+--- error_log
+"oauth2_callback" needs "oauth2_cookie_secret_file"
+
+=== TEST 27: nginx -t: a malformed cookie key file (the key itself is never printed)
+--- setup
+open my $f, '>', servroot() . "/bad.keys" or die; print $f MIME::Base64::encode_base64('sixteen-byte-key', ''), "\n"; close $f;
+--- http_config
+oauth2_cookie_secret_file $TEST_ROOT/bad.keys;
+--- config
+--- must_die
+--- error_log
+line 1: the key is 16 bytes, not 32 in "oauth2_cookie_secret_file" directive
+
+=== TEST 28: nginx -t: bad cookie settings
+--- http_config
+oauth2_cookie_samesite sometimes;
+--- config
+--- must_die
+--- error_log
+invalid value "sometimes", it must be "lax", "strict" or "none" in "oauth2_cookie_samesite" directive
+
+=== TEST 29: nginx -t: oauth2_callback takes no argument and only in a location
+--- http_config
+oauth2_callback;
+--- config
+--- must_die
+--- error_log
+"oauth2_callback" directive is not allowed here
+
+=== TEST 30: nginx -t: an absolute redirect URI must be http(s)
+--- http_config
+oauth2_redirect_uri ftp://x/cb;
+--- config
+--- must_die
+--- error_log
+the scheme must be http or https in "oauth2_redirect_uri" directive
