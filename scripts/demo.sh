@@ -9,9 +9,14 @@ module="$top/target/$profile/libngx_http_oauth2_module.so"
 [ -x "$nginx" ] && [ -f "$module" ] || { echo "build first: make build" >&2; exit 1; }
 
 prefix="$top/demo"
-mkdir -p "$prefix"/{modules,logs,html,op}
+mkdir -p "$prefix"/{modules,logs,html,op,conf}
+# the configuration is nginx-conf/demo.conf itself (linked), so its relative
+# paths (cookie.keys) are relative to demo/conf/
+ln -sf "$top/nginx-conf/demo.conf" "$prefix/conf/demo.conf"
 ln -sf "$module" "$prefix/modules/ngx_http_oauth2_module.so"
-echo "public page: no token needed" > "$prefix/html/index.html"
+mkdir -p "$prefix/html/public"
+echo "public page: no login needed" > "$prefix/html/public/index.html"
+[ -f "$prefix/conf/cookie.keys" ] || head -c 32 /dev/urandom | base64 > "$prefix/conf/cookie.keys"
 
 for port in 9000 8080 8081; do
     if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
@@ -23,7 +28,7 @@ done
 node "$top/t/op/op.mjs" --port 9000 --state "$prefix/op" \
     --redirect-uri http://127.0.0.1:8080/oauth2/callback > "$prefix/logs/op.log" 2>&1 &
 op=$!
-"$nginx" -p "$prefix/" -c "$top/nginx-conf/demo.conf" -g 'daemon off;' &
+"$nginx" -p "$prefix/" -c conf/demo.conf -g 'daemon off;' &
 ngx=$!
 trap 'kill $ngx $op 2>/dev/null; wait 2>/dev/null; echo; echo "demo stopped"' EXIT INT TERM
 sleep 1.5
@@ -31,7 +36,13 @@ sleep 1.5
 cat <<MSG
 
 The demo runs: nginx on http://127.0.0.1:8080, the OpenID Provider on http://127.0.0.1:9000
-(nginx-conf/demo.conf, logs in demo/logs/). Try, in another shell:
+(nginx-conf/demo.conf, logs in demo/logs/).
+
+In a browser on this machine: open http://127.0.0.1:8080/app, sign in with any
+name and any password, click "Continue"; you come back to /app logged in.
+http://127.0.0.1:8080/oauth2/sign_out signs out.
+
+The API, in another shell:
 
   # no token: 401 with WWW-Authenticate
   curl -i http://127.0.0.1:8080/api/hello
