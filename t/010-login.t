@@ -489,3 +489,35 @@ like($r->{headers}{location}, qr/id_token_hint=ey/, 'with id_token_hint');
 like($r->{headers}{location}, qr/post_logout_redirect_uri=http%3A%2F%2F127\.0\.0\.1%3A\d+%2Fbye/, 'with post_logout_redirect_uri');
 is(join(',', grep { /^oauth2_/ } $b->cookie_names), '', 'all module cookies cleared');
 is($b->get("$base/api/x")->{status}, 401, 'signed out');
+
+=== TEST 12: cookie attributes: Secure by default, SameSite, Domain, Path, Max-Age from the lifetime
+--- http_config
+oauth2_issuer $TEST_OP;
+oauth2_client_id nginx;
+oauth2_client_secret nginx-secret;
+oauth2_cookie_secret_file $TEST_ROOT/cookie.keys;
+oauth2_cookie_samesite strict;
+oauth2_cookie_domain 127.0.0.1;
+oauth2_cookie_path /app;
+oauth2_cookie_name sid;
+oauth2_session_lifetime 1h;
+--- config
+location / { oauth2_auth on; empty_gif; }
+location = /oauth2/callback { oauth2_callback; }
+--- test
+my $base = "http://127.0.0.1:" . nginx_port();
+my $b = browser();
+my $r = $b->get("$base/app/x", { accept => 'text/html' });
+my ($state) = grep { /^sid_st_/ } @{ ref $r->{headers}{'set-cookie'} ? $r->{headers}{'set-cookie'} : [$r->{headers}{'set-cookie'}] };
+like($state, qr/; Path=\/;/, 'state cookie on path / (the callback must see it)');
+like($state, qr/; Secure/, 'state cookie Secure by default');
+like($state, qr/SameSite=Lax/, 'state cookie stays Lax (the callback is a cross-site navigation)');
+my $back = $b->login_at_provider($r->{headers}{location}, 'alice');
+my $cb = $b->get(OAuth2Browser::absolute($base, $back->{headers}{location}));
+my @sc = ref $cb->{headers}{'set-cookie'} ? @{ $cb->{headers}{'set-cookie'} } : ($cb->{headers}{'set-cookie'});
+my ($sess) = grep { /^sid=v1\./ } @sc;
+ok($sess, 'session cookie named by oauth2_cookie_name');
+like($sess, qr/; Path=\/app;/, 'Path');
+like($sess, qr/; Domain=127\.0\.0\.1/, 'Domain');
+like($sess, qr/; Max-Age=(3600|3599);/, 'Max-Age from oauth2_session_lifetime');
+like($sess, qr/; HttpOnly; Secure; SameSite=Strict$/, 'HttpOnly, Secure, SameSite=Strict');
