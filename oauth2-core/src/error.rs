@@ -29,6 +29,8 @@ pub enum Rejection {
     WrongAudience,
     /// The ID token's `nonce` is not the one sent.
     BadNonce,
+    /// Introspection says the token is not active (revoked, expired, unknown).
+    Inactive,
     /// The token is not a JWT and no other validation applies.
     UnsupportedToken,
     /// The provider could not be reached and nothing cached can decide.
@@ -53,6 +55,7 @@ impl Rejection {
             Rejection::WrongIssuer => "wrong_issuer",
             Rejection::WrongAudience => "wrong_audience",
             Rejection::BadNonce => "bad_nonce",
+            Rejection::Inactive => "inactive_token",
             Rejection::UnsupportedToken => "unsupported_token",
             Rejection::ProviderUnavailable => "provider_unavailable",
         }
@@ -75,6 +78,7 @@ impl Rejection {
             Rejection::WrongIssuer => "the token issuer is not accepted",
             Rejection::WrongAudience => "the token audience is not accepted",
             Rejection::BadNonce => "the ID token nonce does not match",
+            Rejection::Inactive => "the token is not active",
             Rejection::UnsupportedToken => "the token format is not supported",
             Rejection::ProviderUnavailable => "the identity provider is unavailable",
         }
@@ -116,6 +120,7 @@ mod tests {
             Rejection::WrongIssuer,
             Rejection::WrongAudience,
             Rejection::BadNonce,
+            Rejection::Inactive,
             Rejection::UnsupportedToken,
             Rejection::ProviderUnavailable,
         ];

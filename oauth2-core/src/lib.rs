@@ -3,10 +3,13 @@
 //! access-phase decisions. `cargo test -p oauth2-core` covers it without
 //! linking nginx.
 
+pub mod authz;
+pub mod cache;
 pub mod claims;
 pub mod config;
 pub mod decide;
 pub mod error;
+pub mod introspection;
 pub mod jwt;
 pub mod keys;
 pub mod login;
