@@ -3,6 +3,7 @@
 //! status code denies, NGX_AGAIN parks the request until keys arrive.
 
 use std::ptr;
+use std::sync::Arc;
 
 use ngx::core::Status;
 use ngx::ffi::{
@@ -11,7 +12,10 @@ use ngx::ffi::{
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleServerConf, NgxHttpCoreModule, Request};
 use ngx::{ngx_log_debug_http, ngx_log_error};
+use oauth2_core::authz::{self, Denied};
+use oauth2_core::cache;
 use oauth2_core::config::TokenValidation;
+use oauth2_core::introspection::{self, IntrospectionError};
 use oauth2_core::decide::{self, Action, Credential, RequestFacts};
 use oauth2_core::jwt::{self, Claims};
 use oauth2_core::Rejection;
@@ -25,7 +29,7 @@ use crate::Module;
 pub struct Ctx {
     r: *mut ngx_http_request_t,
     pub method: &'static str,
-    pub claims: Option<Claims>,
+    pub claims: Option<Arc<Claims>>,
     pub token: Option<String>,
     pub error: Option<Rejection>,
     /// A key refetch was already asked for this request.
@@ -34,6 +38,8 @@ pub struct Ctx {
     pub waiting: bool,
     /// Where an `oauth2_callback` request is.
     pub callback: Option<crate::endpoints::CallbackStep>,
+    /// Authenticated but refused by a rule (`$oauth2_error`).
+    pub denied: Option<&'static str>,
 }
 
 impl Drop for Ctx {
@@ -66,6 +72,7 @@ pub fn ctx_mut(r: &mut Request) -> Option<&mut Ctx> {
             refetched: false,
             waiting: false,
             callback: None,
+            denied: None,
         });
         if c.is_null() {
             return None;
@@ -173,15 +180,10 @@ pub fn handler(r: &mut Request) -> Status {
                 match crate::endpoints::session_for_access(r, &rt, sc) {
                     SessionOutcome::Wait => return Status::NGX_AGAIN,
                     SessionOutcome::Valid(s) => {
-                        if let Some(ctx) = ctx_mut(r) {
-                            ctx.waiting = false;
-                            ctx.method = "cookie";
-                            ctx.error = None;
-                            ctx.token = Some(s.access_token);
-                            ctx.claims = Some(s.claims);
-                        }
                         ngx_log_debug_http!(r, "oauth2: session accepted");
-                        return apply(r, lc, Action::Allow);
+                        let scope = s.scope.clone().unwrap_or_default();
+                        let scopes: Vec<&str> = scope.split(' ').filter(|x| !x.is_empty()).collect();
+                        return authorized(r, lc, &rt, "cookie", s.access_token, Arc::new(s.claims), Some(&scopes));
                     }
                     SessionOutcome::None => {}
                     SessionOutcome::Unavailable => {
@@ -234,22 +236,75 @@ fn reject(r: &mut Request, lc: &LocConf, why: Rejection, retry_after: u64) -> St
     apply(r, lc, action)
 }
 
+/// An authenticated request: check the location's rules, then allow it
+/// (NGX_OK) with its identity, or deny it (403).
+fn authorized(
+    r: &mut Request,
+    lc: &LocConf,
+    rt: &LocRuntime,
+    method: &'static str,
+    token: String,
+    claims: Arc<Claims>,
+    session_scopes: Option<&[&str]>,
+) -> Status {
+    let checked = {
+        let scopes = match session_scopes {
+            Some(s) => s.to_vec(),
+            None => authz::token_scopes(&claims),
+        };
+        authz::check(&claims, &scopes, &rt.claim_rules, &rt.required_scopes)
+    };
+    let Some(ctx) = ctx_mut(r) else { return Status(500) };
+    ctx.waiting = false;
+    ctx.method = method;
+    ctx.token = Some(token);
+    ctx.claims = Some(claims);
+    match checked {
+        Ok(()) => {
+            ctx.error = None;
+            apply(r, lc, Action::Allow)
+        }
+        Err(denied) => {
+            ctx.error = None;
+            ctx.denied = Some(denied.code());
+            ngx_log_error!(NGX_LOG_INFO, r.log(), "oauth2: access denied: {}", denied.code());
+            if let (Denied::Scope(scope), "bearer") = (&denied, method) {
+                let challenge = decide::insufficient_scope(realm(r, lc), scope);
+                push_header(r, "WWW-Authenticate", &challenge);
+            }
+            Status(403)
+        }
+    }
+}
+
 enum Outcome {
-    Valid(Claims),
+    Valid(Arc<Claims>),
     Invalid(Rejection, u64),
     Wait,
 }
 
 fn bearer(r: &mut Request, lc: &LocConf, rt: &LocRuntime, token: &str) -> Status {
-    if rt.token_validation == TokenValidation::Auto && !jwt::looks_like_jwt(token) {
-        // opaque tokens need introspection, which this version does not do
+    let introspect = match rt.token_validation {
+        TokenValidation::Jwt => false,
+        TokenValidation::Introspection => true,
+        TokenValidation::Auto => !jwt::looks_like_jwt(token),
+    };
+    if introspect && rt.introspection_client.is_none() {
+        // an opaque token, and no way to introspect it here
         return reject(r, lc, Rejection::UnsupportedToken, 1);
     }
     let raw: *mut ngx_http_request_t = r.into();
     let Some(ctx) = ctx_mut(r) else { return Status(500) };
     let refetched = ctx.refetched;
     let now = ngx_time() as u64;
+    let key = cache::key(rt.policy_id, token);
     let outcome = with_worker(|w| {
+        if let Some(claims) = w.cache.get(&key, now) {
+            return Outcome::Valid(claims);
+        }
+        if introspect {
+            return introspection_step(w, rt, token, key, raw, now);
+        }
         let p = &mut w.providers[rt.provider];
         let sets = p.key_sets();
         if sets.is_empty() {
@@ -263,7 +318,11 @@ fn bearer(r: &mut Request, lc: &LocConf, rt: &LocRuntime, token: &str) -> Status
         }
         let refs: Vec<_> = sets.iter().map(|s| &**s).collect();
         match jwt::validate(token, &refs, &rt.policy, now) {
-            Ok(v) => Outcome::Valid(v.claims),
+            Ok(v) => {
+                let claims = Arc::new(v.claims);
+                w.cache.insert(key, claims.clone(), v.exp);
+                Outcome::Valid(claims)
+            }
             Err(Rejection::UnknownKey) if !refetched && p.request_refetch() => {
                 w.wait(rt.provider, raw, true);
                 Outcome::Wait
@@ -276,26 +335,87 @@ fn bearer(r: &mut Request, lc: &LocConf, rt: &LocRuntime, token: &str) -> Status
     })
     .unwrap_or(Outcome::Invalid(Rejection::ProviderUnavailable, 5));
 
+    let Some(ctx) = ctx_mut(r) else { return Status(500) };
     match outcome {
         Outcome::Wait => {
             ctx.waiting = true;
             ctx.refetched = true;
-            ngx_log_debug_http!(r, "oauth2: waiting for the provider's keys");
+            ngx_log_debug_http!(r, "oauth2: waiting for the provider");
             Status::NGX_AGAIN
         }
         Outcome::Valid(claims) => {
-            ctx.waiting = false;
-            ctx.method = "bearer";
-            ctx.error = None;
-            ctx.token = Some(token.to_string());
-            ctx.claims = Some(claims);
             ngx_log_debug_http!(r, "oauth2: bearer token accepted");
-            apply(r, lc, Action::Allow)
+            authorized(r, lc, rt, "bearer", token.to_string(), claims, None)
         }
         Outcome::Invalid(why, retry) => {
             ctx.waiting = false;
             reject(r, lc, why, retry)
         }
+    }
+}
+
+/// Introspection (RFC 7662): one call per token at a time per worker;
+/// concurrent requests with the same token wait for it; results are cached
+/// until the token's `exp`.
+fn introspection_step(
+    w: &mut crate::provider::Worker,
+    rt: &LocRuntime,
+    token: &str,
+    key: cache::Key,
+    raw: *mut ngx_http_request_t,
+    now: u64,
+) -> Outcome {
+    if let Some(job) = w.introspections.get(&key).copied() {
+        match w.job_results.remove(&job) {
+            None if w.job_waiting(job) => {
+                w.wait_job(job, raw);
+                return Outcome::Wait;
+            }
+            None => {
+                // the result went to a request that is gone: ask again
+                w.introspections.remove(&key);
+            }
+            Some(res) => {
+                w.introspections.remove(&key);
+                return match res {
+                    Err(_) => Outcome::Invalid(Rejection::ProviderUnavailable, 5),
+                    Ok((status, body)) => match introspection::check(status, &body, &rt.policy, now) {
+                        Ok((claims, exp)) => {
+                            let claims = Arc::new(claims);
+                            let until = exp.unwrap_or(now + 60).min(now + 3600);
+                            w.cache.insert(key, claims.clone(), until);
+                            Outcome::Valid(claims)
+                        }
+                        Err(IntrospectionError::Rejected(why)) => Outcome::Invalid(why, 1),
+                        Err(IntrospectionError::Provider(_)) => Outcome::Invalid(Rejection::ProviderUnavailable, 5),
+                    },
+                };
+            }
+        }
+    }
+    let p = &w.providers[rt.provider];
+    let endpoint = match (&p.metadata, p.state) {
+        (Some(m), _) => m.introspection_endpoint.clone(),
+        (None, KeyState::Loading) => {
+            w.wait(rt.provider, raw, false);
+            return Outcome::Wait;
+        }
+        (None, _) => return Outcome::Invalid(Rejection::ProviderUnavailable, p.retry_in),
+    };
+    let Some(endpoint) = endpoint else {
+        return Outcome::Invalid(Rejection::UnsupportedToken, 1);
+    };
+    let Some((client_id, secret)) = rt.introspection_client.as_ref() else {
+        return Outcome::Invalid(Rejection::UnsupportedToken, 1);
+    };
+    let auth = oauth2_core::login::basic_credentials(client_id, &secret.0);
+    match w.submit(rt.provider, endpoint, introspection::form(token), Some(auth)) {
+        Some(job) => {
+            w.introspections.insert(key, job);
+            w.wait_job(job, raw);
+            Outcome::Wait
+        }
+        None => Outcome::Invalid(Rejection::ProviderUnavailable, 5),
     }
 }
 

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use ngx::ffi::{
     ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG,
-    NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_CONF_2MORE, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
     NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
+use oauth2_core::authz::ClaimRule;
 use oauth2_core::config::{self, OnFailure, TokenValidation, DEFAULT_ALGORITHMS};
 use oauth2_core::jwt::Policy;
 use oauth2_core::keys::{KeySet, KeySource};
@@ -52,6 +53,11 @@ pub struct LocConf {
     pub session_lifetime: Option<Duration>,
     pub refresh: Option<bool>,
     pub post_logout_redirect_uri: Option<String>,
+
+    pub require_claims: Option<Vec<ClaimRule>>,
+    pub require_scopes: Option<Vec<String>>,
+    /// Entries of the token cache (`oauth2_token_cache SIZE | off`).
+    pub token_cache: Option<usize>,
 
     /// `oauth2_callback` / `oauth2_sign_out` (this location only).
     pub endpoint: Option<Endpoint>,
@@ -103,8 +109,14 @@ pub struct ClientConf {
 pub struct LocRuntime {
     pub provider: usize,
     pub policy: Policy,
+    /// Identifies `policy` among the configuration's (cache keys).
+    pub policy_id: u32,
     pub token_validation: TokenValidation,
     pub session: Option<SessionConf>,
+    pub claim_rules: Vec<ClaimRule>,
+    pub required_scopes: Vec<String>,
+    /// Client credentials for introspection, where it can run.
+    pub introspection_client: Option<(String, Secret)>,
 }
 
 /// One provider as configuration names it; locations with the same provider
@@ -138,6 +150,20 @@ impl ProviderSpec {
 #[derive(Default)]
 pub struct MainConf {
     pub providers: Vec<ProviderSpec>,
+    /// Distinct validation policies (their debug form), for cache keys.
+    policies: Vec<String>,
+    /// The largest `oauth2_token_cache` of the configuration, in entries.
+    cache_entries: Option<usize>,
+}
+
+/// Roughly what one cached token costs (claims, key, bookkeeping).
+pub const CACHE_ENTRY_BYTES: usize = 2048;
+pub const DEFAULT_TOKEN_CACHE: usize = 8 * 1024 * 1024;
+
+impl MainConf {
+    pub fn cache_entries(&self) -> usize {
+        self.cache_entries.unwrap_or(DEFAULT_TOKEN_CACHE / CACHE_ENTRY_BYTES)
+    }
 }
 
 pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
@@ -213,11 +239,26 @@ fn set_algorithms(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String
 }
 
 fn set_token_validation(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
-    let v = TokenValidation::parse(a[0])?;
-    if v == TokenValidation::Introspection {
-        return Err("\"introspection\" is not supported by this version of the module".into());
+    once(&mut c.token_validation, TokenValidation::parse(a[0])?)
+}
+
+fn set_require_claim(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+    let rule = ClaimRule::parse(a[0], &a[1..])?;
+    c.require_claims.get_or_insert_with(Vec::new).push(rule);
+    Ok(())
+}
+
+fn set_require_scope(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+    if let Some(bad) = a.iter().find(|s| s.is_empty() || s.bytes().any(|b| b <= b' ' || b == b'"' || b == b'\\')) {
+        return Err(format!("invalid scope \"{bad}\""));
     }
-    once(&mut c.token_validation, v)
+    c.require_scopes.get_or_insert_with(Vec::new).extend(a.iter().map(|s| s.to_string()));
+    Ok(())
+}
+
+fn set_token_cache(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+    let entries = if a[0] == "off" { 0 } else { config::parse_size(a[0])? as usize / CACHE_ENTRY_BYTES };
+    once(&mut c.token_cache, entries)
 }
 
 fn set_duration(slot: &mut Option<Duration>, v: &str, min: Duration) -> Result<(), String> {
@@ -373,8 +414,11 @@ impl LocConf {
             clock_skew, jwks_refresh, provider_timeout, ssl_trusted_certificate, realm, auth,
             on_failure, client_secret, redirect_uri, scope, cookie_secret_file, cookie_name,
             cookie_domain, cookie_path, cookie_samesite, cookie_secure, session_lifetime,
-            refresh, post_logout_redirect_uri
+            refresh, post_logout_redirect_uri, require_claims, require_scopes, token_cache
         );
+        if let Some(n) = self.token_cache {
+            main.cache_entries = Some(main.cache_entries.map_or(n, |m| m.max(n)));
+        }
         let auth = self.auth == Some(true) && self.endpoint.is_none();
         if !auth && self.endpoint.is_none() {
             self.runtime = None;
@@ -456,16 +500,42 @@ impl LocConf {
                 main.providers.len() - 1
             }
         };
+        let token_validation = self.token_validation.unwrap_or(TokenValidation::Auto);
+        let introspection_client = match (&self.client_id, &self.client_secret) {
+            (Some(id), Some(secret)) if token_validation != TokenValidation::Jwt && self.issuer.is_some() => {
+                Some((id.clone(), secret.clone()))
+            }
+            _ => None,
+        };
+        if auth && token_validation == TokenValidation::Introspection && introspection_client.is_none() {
+            return Err(
+                "\"oauth2_token_validation introspection\" needs \"oauth2_issuer\", \"oauth2_client_id\" and a client secret"
+                    .into(),
+            );
+        }
+        let policy = Policy {
+            issuer: self.issuer.clone(),
+            audiences,
+            algorithms,
+            skew_secs: self.clock_skew.unwrap_or(DEFAULT_CLOCK_SKEW).as_secs(),
+        };
+        let ident = format!("{provider}|{policy:?}");
+        let policy_id = match main.policies.iter().position(|p| *p == ident) {
+            Some(i) => i,
+            None => {
+                main.policies.push(ident);
+                main.policies.len() - 1
+            }
+        } as u32;
         self.runtime = Some(Arc::new(LocRuntime {
             provider,
-            policy: Policy {
-                issuer: self.issuer.clone(),
-                audiences,
-                algorithms,
-                skew_secs: self.clock_skew.unwrap_or(DEFAULT_CLOCK_SKEW).as_secs(),
-            },
-            token_validation: self.token_validation.unwrap_or(TokenValidation::Auto),
+            policy,
+            policy_id,
+            token_validation,
             session: self.session_conf(),
+            claim_rules: self.require_claims.clone().unwrap_or_default(),
+            required_scopes: self.require_scopes.clone().unwrap_or_default(),
+            introspection_client,
         }));
         Ok(())
     }
@@ -626,7 +696,7 @@ macro_rules! command {
     };
 }
 
-pub static mut COMMANDS: [ngx_command_t; 30] = [
+pub static mut COMMANDS: [ngx_command_t; 33] = [
     command!("oauth2_issuer", NGX_CONF_TAKE1, set_issuer),
     command!("oauth2_jwks_uri", NGX_CONF_TAKE1, set_jwks_uri),
     command!("oauth2_jwks_file", NGX_CONF_TAKE1, set_jwks_file),
@@ -654,6 +724,9 @@ pub static mut COMMANDS: [ngx_command_t; 30] = [
     command!("oauth2_session_lifetime", NGX_CONF_TAKE1, set_session_lifetime),
     command!("oauth2_refresh", NGX_CONF_FLAG, set_refresh),
     command!("oauth2_post_logout_redirect_uri", NGX_CONF_TAKE1, set_post_logout),
+    command!("oauth2_require_claim", NGX_CONF_2MORE, set_require_claim),
+    command!("oauth2_require_scope", NGX_CONF_1MORE, set_require_scope),
+    command!("oauth2_token_cache", NGX_CONF_TAKE1, set_token_cache),
     ngx_command_t {
         name: ngx_string!("oauth2_callback"),
         type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,

@@ -410,6 +410,7 @@ fn refreshed_session(
         refresh_token: tokens.refresh_token.or_else(|| old.refresh_token.clone()),
         // the identity stays the one validated at login
         id_token: old.id_token.clone(),
+        scope: tokens.scope.or_else(|| old.scope.clone()),
         created: old.created,
     })
 }
@@ -737,6 +738,7 @@ fn finish_login(
         access_exp: tokens.expires_in.map(|e| t + e).unwrap_or(0),
         refresh_token: tokens.refresh_token,
         id_token: Some(id_token),
+        scope: tokens.scope.or_else(|| Some(client.scope.clone())),
         created: t,
     };
     if !issue_session(r, sc, &s) {

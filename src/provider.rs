@@ -20,6 +20,8 @@ use ngx::ffi::{
     NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 use ngx::ngx_log_error;
+use oauth2_core::cache::TokenCache;
+use oauth2_core::jwt::Claims;
 use oauth2_core::keys::{backoff, KeySet, KeySource, Metadata, RefetchThrottle};
 use tokio::sync::Notify;
 
@@ -139,6 +141,10 @@ pub struct Worker {
     jobs: Option<tokio::sync::mpsc::UnboundedSender<Job>>,
     /// Per-worker state of the browser login (used states, refreshes).
     pub login: crate::endpoints::LoginState,
+    /// Validated tokens (JWT and introspection), by a hash of the token.
+    pub cache: TokenCache<Arc<Claims>>,
+    /// Introspections in flight, by the token's cache key.
+    pub introspections: HashMap<oauth2_core::cache::Key, u64>,
     shared: Arc<Shared>,
     conn: *mut ngx_connection_t,
     log: *mut ngx::ffi::ngx_log_t,
@@ -188,6 +194,11 @@ impl Worker {
         Some(id)
     }
 
+    /// Is job `id` still in flight (someone waits for it)?
+    pub fn job_waiting(&self, id: u64) -> bool {
+        self.job_waiters.contains_key(&id)
+    }
+
     /// Park a request until job `id` is done.
     pub fn wait_job(&mut self, id: u64, r: *mut ngx_http_request_t) {
         self.job_waiters.entry(id).or_default().push(r);
@@ -196,7 +207,11 @@ impl Worker {
 
 /// Start the worker's provider state and, if any provider needs the network,
 /// the fetcher thread. Called from `init_process`.
-pub fn init_worker(cycle: *mut ngx_cycle_t, specs: &[ProviderSpec]) -> Result<(), String> {
+pub fn init_worker(
+    cycle: *mut ngx_cycle_t,
+    specs: &[ProviderSpec],
+    cache_entries: usize,
+) -> Result<(), String> {
     // SAFETY: cycle is the worker's valid cycle.
     let log = unsafe { (*cycle).log };
     // SAFETY: plain syscall; the fd is owned by this worker from now on.
@@ -268,6 +283,8 @@ pub fn init_worker(cycle: *mut ngx_cycle_t, specs: &[ProviderSpec]) -> Result<()
             next_job: 0,
             jobs: job_tx,
             login: Default::default(),
+            cache: TokenCache::new(cache_entries),
+            introspections: HashMap::new(),
             shared,
             conn,
             log,

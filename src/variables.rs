@@ -56,13 +56,13 @@ pub unsafe fn register(cf: *mut ngx_conf_t) -> Result<(), ()> {
 
 fn value(r: &Request, var: Var, data: usize) -> Option<String> {
     let ctx = get_ctx(r)?;
-    let claims = ctx.claims.as_ref();
+    let claims = ctx.claims.as_deref();
     match var {
         Var::Sub => claims.and_then(|c| claim_value(c, "sub")),
         Var::Email => claims.and_then(|c| claim_value(c, "email")),
         Var::AccessToken => ctx.token.as_deref().map(sanitize),
         Var::AuthMethod => Some(ctx.method.to_string()),
-        Var::Error => ctx.error.map(|e| e.code().to_string()),
+        Var::Error => ctx.error.map(|e| e.code()).or(ctx.denied).map(str::to_string),
         Var::Claim => {
             // SAFETY: for prefix variables nginx passes the full name as data.
             let full = unsafe { (data as *const ngx_str_t).as_ref()? };

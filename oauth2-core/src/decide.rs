@@ -114,6 +114,15 @@ pub fn challenge(realm: &str, error: Option<Rejection>) -> String {
     s
 }
 
+/// RFC 6750 §3.1 `insufficient_scope`, naming the scopes required.
+pub fn insufficient_scope(realm: &str, scope: &str) -> String {
+    format!(
+        "Bearer realm=\"{}\", error=\"insufficient_scope\", scope=\"{}\"",
+        quote(realm),
+        quote(scope)
+    )
+}
+
 fn quote(v: &str) -> String {
     v.chars()
         .filter(|c| !c.is_control())
@@ -226,6 +235,14 @@ mod tests {
         assert_eq!(
             rejected_bearer(Rejection::ProviderUnavailable, "api", 5),
             Action::Unavailable { retry_after: 5 }
+        );
+    }
+
+    #[test]
+    fn insufficient_scope_challenge() {
+        assert_eq!(
+            insufficient_scope("api", "read write"),
+            "Bearer realm=\"api\", error=\"insufficient_scope\", scope=\"read write\""
         );
     }
 

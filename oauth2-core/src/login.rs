@@ -72,6 +72,9 @@ pub struct TokenResponse {
     pub refresh_token: Option<String>,
     #[serde(default)]
     pub id_token: Option<String>,
+    /// The granted scope, when it differs from the requested one.
+    #[serde(default)]
+    pub scope: Option<String>,
 }
 
 /// Parse a token endpoint answer: the tokens, or the provider's error code.

@@ -164,6 +164,9 @@ pub struct Session {
     pub refresh_token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
+    /// The scope the provider granted (for `oauth2_require_scope`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
     /// Unix time the session started (for `oauth2_session_lifetime`).
     pub created: u64,
 }
@@ -363,6 +366,7 @@ mod tests {
             access_exp: 10,
             refresh_token: None,
             id_token: Some(format!("h.{payload}.s")),
+            scope: None,
             created: 1,
         };
         let json = serde_json::to_vec(&s).unwrap();

@@ -107,16 +107,24 @@ function makeProvider() {
         enabled: true,
         defaultResource: () => 'urn:test:api',
         useGrantedResource: () => true,
-        getResourceServerInfo: (ctx, resource) => ({
-          scope: 'api:read api:write',
-          audience: resource,
-          accessTokenTTL: opt.accessTtl || 300,
-          accessTokenFormat: 'jwt',
-          jwt: { sign: { alg: resource.endsWith(':es256') ? 'ES256' : 'RS256' } },
-        }),
+        // urn:test:api (JWT, RS256), urn:test:api:es256 (JWT, ES256),
+        // urn:test:opaque (opaque: introspection), urn:test:opaque:short (3 s)
+        getResourceServerInfo: (ctx, resource) => {
+          const opaque = resource.startsWith('urn:test:opaque');
+          return {
+            scope: 'api:read api:write',
+            audience: resource,
+            accessTokenTTL: resource.endsWith(':short') ? 3 : (opt.accessTtl || 300),
+            accessTokenFormat: opaque ? 'opaque' : 'jwt',
+            ...(opaque ? {} : { jwt: { sign: { alg: resource.endsWith(':es256') ? 'ES256' : 'RS256' } } }),
+          };
+        },
       },
     },
-    ttl: { AccessToken: opt.accessTtl || 300, ClientCredentials: opt.accessTtl || 300 },
+    ttl: {
+      AccessToken: (ctx, token) => token.resourceServer?.accessTokenTTL || opt.accessTtl || 300,
+      ClientCredentials: (ctx, token) => token.resourceServer?.accessTokenTTL || opt.accessTtl || 300,
+    },
     // refresh tokens for every code grant of a client allowed to refresh
     issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
   });
