@@ -250,13 +250,13 @@ oauth2_ssl_trusted_certificate $TEST_ROOT/ca.pem;
 --- error_log
 holds no PEM certificate in "oauth2_ssl_trusted_certificate" directive
 
-=== TEST 21: nginx -t: introspection is not in this version
+=== TEST 21: nginx -t: a bad oauth2_token_cache size
 --- http_config
-oauth2_token_validation introspection;
+oauth2_token_cache lots;
 --- config
 --- must_die
 --- error_log
-"introspection" is not supported by this version of the module in "oauth2_token_validation" directive
+invalid size "lots" in "oauth2_token_cache" directive
 
 === TEST 22: nginx -t: bad provider timeout and refresh
 --- http_config
