@@ -249,9 +249,7 @@ fn set_require_claim(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), Str
 }
 
 fn set_require_scope(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
-    if let Some(bad) = a.iter().find(|s| s.is_empty() || s.bytes().any(|b| b <= b' ' || b == b'"' || b == b'\\')) {
-        return Err(format!("invalid scope \"{bad}\""));
-    }
+    config::check_scopes(a)?;
     c.require_scopes.get_or_insert_with(Vec::new).extend(a.iter().map(|s| s.to_string()));
     Ok(())
 }
@@ -323,18 +321,12 @@ fn set_client_secret_file(c: &mut LocConf, a: &[&str], cx: &ConfCtx) -> Result<(
 }
 
 fn set_redirect_uri(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
-    if !a[0].starts_with('/') {
-        config::parse_http_url(a[0])?;
-    } else if a[0].starts_with("//") || a[0].bytes().any(|b| b.is_ascii_control()) {
-        return Err(format!("invalid redirect URI \"{}\"", a[0]));
-    }
+    config::parse_path_or_url(a[0])?;
     once(&mut c.redirect_uri, a[0].to_string())
 }
 
 fn set_scope(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
-    if let Some(bad) = a.iter().find(|s| s.is_empty() || s.bytes().any(|b| b <= b' ' || b == b'"' || b == b'\\')) {
-        return Err(format!("invalid scope \"{bad}\""));
-    }
+    config::check_scopes(a)?;
     once(&mut c.scope, a.iter().map(|s| s.to_string()).collect())
 }
 
@@ -394,11 +386,7 @@ fn set_refresh(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
 }
 
 fn set_post_logout(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
-    if !a[0].starts_with('/') {
-        config::parse_http_url(a[0])?;
-    } else if a[0].starts_with("//") || a[0].bytes().any(|b| b.is_ascii_control()) {
-        return Err(format!("invalid URI \"{}\"", a[0]));
-    }
+    config::parse_path_or_url(a[0])?;
     once(&mut c.post_logout_redirect_uri, a[0].to_string())
 }
 

@@ -113,15 +113,7 @@ discovery request to "http://127.0.0.1:
 
 === TEST 5: HTTPS to the provider: trusted via oauth2_ssl_trusted_certificate
 --- setup
-my $d = servroot();
-my $sh = <<"SH";
-cd $d
-openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=test-ca -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign
-openssl req -newkey rsa:2048 -nodes -keyout tls.key -out tls.csr -subj /CN=127.0.0.1
-printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext.cnf
-openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out tls.crt -days 2 -extfile ext.cnf
-SH
-system("($sh) >/dev/null 2>&1") == 0 or die "openssl";
+make_tls();
 --- http_config
 oauth2_on_failure 401;
 oauth2_jwks_uri https://127.0.0.1:$TEST_PORT2/jwks;
@@ -146,15 +138,7 @@ is($code, 200, 'keys fetched over HTTPS with the trusted CA');
 
 === TEST 6: HTTPS to the provider with an untrusted certificate is refused
 --- setup
-my $d = servroot();
-my $sh = <<"SH";
-cd $d
-openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=test-ca -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign
-openssl req -newkey rsa:2048 -nodes -keyout tls.key -out tls.csr -subj /CN=127.0.0.1
-printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext.cnf
-openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out tls.crt -days 2 -extfile ext.cnf
-SH
-system("($sh) >/dev/null 2>&1") == 0 or die "openssl";
+make_tls();
 --- http_config
 oauth2_on_failure 401;
 oauth2_jwks_uri https://127.0.0.1:$TEST_PORT2/jwks;

@@ -7,16 +7,10 @@ use OAuth2Test;
 
 my $port = fixed_port();
 op_start(redirect_uri => ["http://127.0.0.1:$port/oauth2/callback"]);
-sub write_keys {
-    my ($file, @keys) = @_;
-    open my $f, '>', servroot() . "/$file" or die;
-    print $f "# cookie keys\n", map { MIME::Base64::encode_base64($_ x 32, '') . "\n" } @keys;
-    close $f;
-}
-write_keys('cookie.keys', 'k');
-write_keys('new.keys', 'n');
-write_keys('rotated.keys', 'n', 'k');
-write_keys('foreign.keys', 'f');
+write_cookie_keys('cookie.keys', 'k');
+write_cookie_keys('new.keys', 'n');
+write_cookie_keys('rotated.keys', 'n', 'k');
+write_cookie_keys('foreign.keys', 'f');
 our %saved;
 run_tests();
 

@@ -8,9 +8,7 @@ use IO::Socket::INET;
 
 my $port = fixed_port();
 op_start(redirect_uri => ["http://127.0.0.1:$port/oauth2/callback"], access_ttl => 6);
-open my $f, '>', servroot() . '/cookie.keys' or die;
-print $f MIME::Base64::encode_base64('r' x 32, ''), "\n";
-close $f;
+write_cookie_keys('cookie.keys', 'r');
 our %saved;
 run_tests();
 

@@ -7,9 +7,7 @@ use OAuth2Test;
 
 my $port = fixed_port();
 op_start(redirect_uri => ["http://127.0.0.1:$port/oauth2/callback"], no_logout => 1);
-open my $f, '>', servroot() . '/cookie.keys' or die;
-print $f MIME::Base64::encode_base64('s' x 32, ''), "\n";
-close $f;
+write_cookie_keys('cookie.keys', 's');
 run_tests();
 
 __DATA__

@@ -7,9 +7,7 @@ use OAuth2Test;
 
 my $port = fixed_port();
 op_start(redirect_uri => ["http://127.0.0.1:$port/oauth2/callback"]);
-open my $f, '>', servroot() . '/cookie.keys' or die;
-print $f MIME::Base64::encode_base64('z' x 32, ''), "\n";
-close $f;
+write_cookie_keys('cookie.keys', 'z');
 run_tests();
 
 sub stat_of {

@@ -79,6 +79,26 @@ pub fn parse_http_url(s: &str) -> Result<url::Url, String> {
     Ok(u)
 }
 
+/// A URI given as a path on the request's origin (`/…`, not `//…`) or as an
+/// absolute http(s) URL (`oauth2_redirect_uri`, `oauth2_post_logout_redirect_uri`).
+pub fn parse_path_or_url(s: &str) -> Result<(), String> {
+    if !s.starts_with('/') {
+        return parse_http_url(s).map(|_| ());
+    }
+    if s.starts_with("//") || s.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(format!("invalid URI \"{s}\""));
+    }
+    Ok(())
+}
+
+/// Scope values (RFC 6749 §3.3: printable ASCII except space, `"` and `\`).
+pub fn check_scopes(v: &[&str]) -> Result<(), String> {
+    match v.iter().find(|s| s.is_empty() || s.bytes().any(|b| b <= b' ' || b > b'~' || b == b'"' || b == b'\\')) {
+        Some(bad) => Err(format!("invalid scope \"{bad}\"")),
+        None => Ok(()),
+    }
+}
+
 /// The discovery document URL of an issuer (OpenID Connect Discovery 1.0 §4).
 pub fn discovery_url(issuer: &str) -> String {
     format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'))
@@ -217,6 +237,19 @@ mod tests {
             discovery_url("https://a.example/realms/x"),
             "https://a.example/realms/x/.well-known/openid-configuration"
         );
+    }
+
+    #[test]
+    fn uris_and_scopes() {
+        assert!(parse_path_or_url("/oauth2/callback").is_ok());
+        assert!(parse_path_or_url("https://app.example/cb").is_ok());
+        for bad in ["//evil/cb", "/a\r\nb", "ftp://x/", "cb", "/a b"] {
+            assert!(parse_path_or_url(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_scopes(&["openid", "api:read", "offline_access"]).is_ok());
+        for bad in ["", "a b", "a\"b", "a\\b", "é"] {
+            assert!(check_scopes(&["ok", bad]).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -41,7 +41,8 @@ use Time::HiRes qw(sleep time);
 
 our @EXPORT = qw(run_tests op_start op_stop op_url op_port op_ctl token mint
                  http_get nginx_port nginx_reload error_log_text raw_http
-                 is_status worker_pids op_reserve servroot fixed_port browser);
+                 is_status worker_pids op_reserve servroot fixed_port browser
+                 write_cookie_keys make_tls);
 
 sub import {
     my $caller = caller;
@@ -178,6 +179,29 @@ sub b64 {
 # ---- nginx ---------------------------------------------------------------
 
 sub nginx_port { $ngx_port }
+
+# write_cookie_keys($file, @chars): a key file in the servroot, one key of
+# 32 times each char per line (the first seals).
+sub write_cookie_keys {
+    my ($file, @chars) = @_;
+    make_path($ROOT);
+    open my $f, '>', "$ROOT/$file" or die "$ROOT/$file: $!";
+    print $f "# cookie keys for the tests\n", map { MIME::Base64::encode_base64($_ x 32, '') . "\n" } @chars;
+    close $f;
+}
+
+# make_tls(): a test CA (ca.crt) and a server certificate for 127.0.0.1
+# signed by it (tls.crt, tls.key) in the servroot.
+sub make_tls {
+    my $sh = <<"SH";
+cd '$ROOT'
+openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=test-ca -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign
+openssl req -newkey rsa:2048 -nodes -keyout tls.key -out tls.csr -subj /CN=127.0.0.1
+printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth\\n' > ext.cnf
+openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out tls.crt -days 2 -extfile ext.cnf
+SH
+    system("($sh) >/dev/null 2>&1") == 0 or die "openssl failed\n";
+}
 
 sub browser {
     require OAuth2Browser;
