@@ -62,9 +62,68 @@ fn is_b64url(s: &str) -> bool {
 
 fn b64_json(part: &str) -> Result<Map<String, Value>, Rejection> {
     let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| Rejection::Malformed)?;
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(m)) => Ok(m),
+    // Duplicate member names are refused: parsers that keep the first and
+    // parsers that keep the last would read different claims.
+    match serde_json::from_slice::<Strict>(&bytes) {
+        Ok(Strict(Value::Object(m))) => Ok(m),
         _ => Err(Rejection::Malformed),
+    }
+}
+
+/// A JSON value whose objects (at every depth) have no duplicate names.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
+        let mut v = Vec::new();
+        while let Some(Strict(x)) = a.next_element()? {
+            v.push(x);
+        }
+        Ok(Value::Array(v))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
+        let mut m = Map::new();
+        while let Some(k) = a.next_key::<String>()? {
+            let Strict(v) = a.next_value()?;
+            if m.insert(k, v).is_some() {
+                return Err(serde::de::Error::custom("duplicate member name"));
+            }
+        }
+        Ok(Value::Object(m))
     }
 }
 
@@ -446,6 +505,33 @@ mod tests {
         let k = EncodingKey::from_rsa_pem(RSA_PRIV.as_bytes()).unwrap();
         let arr = encode(&h, &json!([1]), &k).unwrap();
         assert_eq!(check(&arr).unwrap_err(), Rejection::Malformed);
+    }
+
+    #[test]
+    fn duplicate_member_names_are_malformed() {
+        let k = EncodingKey::from_rsa_pem(RSA_PRIV.as_bytes()).unwrap();
+        let h = Header { kid: Some("test-rsa".into()), ..Header::new(Algorithm::RS256) };
+        let t = encode(&h, &claims(), &k).unwrap();
+        let parts: Vec<&str> = t.split('.').collect();
+        // re-sign a payload with "sub" twice
+        let dup = format!(
+            "{{\"iss\":\"https://op.test\",\"aud\":\"api\",\"exp\":{},\"sub\":\"alice\",\"sub\":\"admin\"}}",
+            NOW + 300
+        );
+        let input = format!("{}.{}", parts[0], URL_SAFE_NO_PAD.encode(dup));
+        let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &k, Algorithm::RS256).unwrap();
+        assert_eq!(check(&format!("{input}.{sig}")).unwrap_err(), Rejection::Malformed);
+        // nested duplicates too
+        let nested = format!(
+            "{{\"iss\":\"https://op.test\",\"aud\":\"api\",\"exp\":{},\"o\":{{\"a\":1,\"a\":2}}}}",
+            NOW + 300
+        );
+        let input = format!("{}.{}", parts[0], URL_SAFE_NO_PAD.encode(nested));
+        let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &k, Algorithm::RS256).unwrap();
+        assert_eq!(check(&format!("{input}.{sig}")).unwrap_err(), Rejection::Malformed);
+        // a duplicate in the header
+        let hdr = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","alg":"none","kid":"test-rsa"}"#);
+        assert_eq!(check(&format!("{hdr}.{}.{}", parts[1], parts[2])).unwrap_err(), Rejection::Malformed);
     }
 
     #[test]
