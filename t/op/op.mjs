@@ -12,6 +12,8 @@
 //                        one) to test how the module rejects bad tokens
 //   POST /__test/rotate  add a new signing key in front of the old ones
 //   POST /__test/delay   {"jwks": MS}: answer the key set late
+//   POST /__test/fault   {"jwks":"garbage"|"empty", "token":500|"badjson", "delay":MS}:
+//                        misbehave (null or 0 clears a fault)
 //   GET  /__test/stats   how often each endpoint was called
 // --jwks-delay MS makes the key set answer late (requests must wait for it).
 import http from 'node:http';
@@ -57,6 +59,8 @@ if (fs.existsSync(keyFile)) {
 }
 
 const stats = {};
+// faults set by POST /__test/fault: {"jwks":"garbage"|"empty", "token":500|"badjson", "delay":MS}
+const faults = {};
 const count = (name) => { stats[name] = (stats[name] || 0) + 1; };
 
 function makeProvider() {
@@ -205,6 +209,28 @@ const server = http.createServer(async (req, res) => {
     opt.jwksDelay = Number(JSON.parse((await readBody(req)) || '{}').jwks || 0);
     res.writeHead(200, { 'content-type': 'text/plain' });
     res.end(String(opt.jwksDelay));
+    return;
+  }
+  if (url.pathname === '/__test/fault' && req.method === 'POST') {
+    Object.assign(faults, JSON.parse((await readBody(req)) || '{}'));
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(faults));
+    return;
+  }
+  if (faults.delay) await new Promise((r) => { setTimeout(r, faults.delay); });
+  if (url.pathname === '/jwks' && faults.jwks) {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(faults.jwks === 'empty' ? '{"keys":[]}' : 'this is not JSON {');
+    return;
+  }
+  if (url.pathname === '/token' && faults.token) {
+    if (faults.token === 'badjson') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"access_token": ');
+    } else {
+      res.writeHead(Number(faults.token), { 'content-type': 'text/html' });
+      res.end('<html>internal error</html>');
+    }
     return;
   }
   if (url.pathname === '/__test/stats') {
