@@ -5,6 +5,9 @@
 CARGO ?= cargo
 PROFILE ?= debug
 CARGO_FLAGS = $(if $(filter release,$(PROFILE)),--release,)
+# the t/ suite needs the test hooks (see Cargo.toml); `make build` and
+# releases are built without them
+TEST_FEATURES = --features test-hooks
 
 .PHONY: all deps build test unit integration demo clean
 
@@ -19,7 +22,8 @@ build: deps
 unit: deps
 	$(CARGO) test -p oauth2-core
 
-integration: build
+integration: deps
+	$(CARGO) build $(CARGO_FLAGS) $(TEST_FEATURES) -p ngx_http_oauth2_module
 	TEST_PROFILE=$(PROFILE) prove -r t/
 
 test: unit integration

@@ -163,6 +163,10 @@ pub fn handler(r: &mut Request) -> Status {
     if !r.is_main() {
         return Status::NGX_DECLINED;
     }
+    #[cfg(feature = "test-hooks")]
+    if find_header(r, "X-Oauth2-Test-Panic").is_some() {
+        panic!("forced by the X-Oauth2-Test-Panic test hook");
+    }
     let Some(lc) = Module::location_conf(r) else { return Status::NGX_DECLINED };
     if lc.endpoint.is_some() {
         // oauth2_callback / oauth2_sign_out are never subject to oauth2_auth

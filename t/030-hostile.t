@@ -197,3 +197,20 @@ for my $rd ('//evil.example', '/\\evil.example', 'https://evil.example', '%2F%2F
     unlike($o->{headers}{location} // '', qr/evil|Set-Cookie/, "rd=$rd is not followed");
 }
 is_deeply([worker_pids()], \@workers, 'the same worker served every case');
+
+=== TEST 5: a panic inside the module is a 500 and an [alert], not a dead worker
+--- http_config
+oauth2_issuer $TEST_OP;
+oauth2_audience urn:test:api;
+oauth2_on_failure 401;
+--- config
+location / { oauth2_auth on; empty_gif; }
+--- test
+my @workers = worker_pids();
+my $r = http_get('/', { 'X-Oauth2-Test-Panic' => '1' });
+is($r->{status}, 500, 'the forced panic gives 500');
+is(http_get('/', { Authorization => 'Bearer ' . token() })->{status}, 200, 'the worker keeps serving');
+is_deeply([worker_pids()], \@workers, 'same worker process');
+--- error_log
+oauth2: internal error (panic caught)
+--- allow_alert
