@@ -1,0 +1,79 @@
+# Shared by the bench/ scripts: build, start the test provider and nginx on
+# free loopback ports, get a bearer token and a session cookie, stop
+# everything on exit. Source it; it sets TOP, NGINX, MODULE, WORK, OP_URL,
+# OP_PORT, NGX_PORT, TOKEN, COOKIE and defines start_nginx / stop_all.
+
+set -euo pipefail
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PROFILE=${PROFILE:-release}
+WORK=${WORK:-$(mktemp -d /tmp/oauth2-bench.XXXXXX)}
+PIDS=()
+
+stop_all() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap stop_all EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_port() {
+    for _ in $(seq 1 200); do
+        (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "nothing listens on port $1" >&2
+    return 1
+}
+
+build() {
+    WITH_BENCH=1 "$TOP/scripts/deps.sh"
+    local flags=""
+    [ "$PROFILE" = release ] && flags="--release"
+    (cd "$TOP" && cargo build $flags -p ngx_http_oauth2_module >&2)
+    NGINX=$(ls -t "$TOP"/target/"$PROFILE"/build/nginx-sys-*/out/objs/nginx | head -1)
+    MODULE="$TOP/target/$PROFILE/libngx_http_oauth2_module.so"
+}
+
+start_op() {
+    OP_PORT=$(free_port)
+    NGX_PORT=${NGX_PORT:-$(free_port)}
+    OP_URL="http://127.0.0.1:$OP_PORT"
+    mkdir -p "$WORK/op"
+    node "$TOP/t/op/op.mjs" --port "$OP_PORT" --state "$WORK/op" \
+        --redirect-uri "http://127.0.0.1:$NGX_PORT/oauth2/callback" > "$WORK/op.log" 2>&1 &
+    PIDS+=($!)
+    wait_port "$OP_PORT"
+    head -c 32 /dev/urandom | base64 > "$WORK/cookie.keys"
+}
+
+# start_nginx CONF_FILE: run nginx (master + workers) with that configuration
+start_nginx() {
+    mkdir -p "$WORK/logs"
+    "$NGINX" -p "$WORK/" -c "$1" -g 'daemon off;' 2>>"$WORK/logs/stderr.log" &
+    NGX_PID=$!
+    PIDS+=($NGX_PID)
+    wait_port "$NGX_PORT"
+}
+
+get_token() {
+    curl -sf -u api-client:api-secret -d grant_type=client_credentials -d scope=api:read \
+        -d "resource=${1:-urn:test:api}" "$OP_URL/token" | sed 's/.*"access_token":"\([^"]*\)".*/\1/'
+}
+
+# a session cookie header value, from a full browser login through nginx
+get_cookie() {
+    perl -I"$TOP/t/lib" -MOAuth2Browser -e '
+        my ($op, $base) = @ARGV;
+        my $b = OAuth2Browser->new(op => $op);
+        my $r = $b->login("$base/app/", "bench-user");
+        die "login failed: $r->{status}\n" unless $r->{status} == 302;
+        print join("; ", map { "$_=" . $b->cookie($_) } grep { /^oauth2_session/ } $b->cookie_names), "\n";
+    ' "$OP_URL" "http://127.0.0.1:$NGX_PORT"
+}
+
+worker_pids() {
+    pgrep -P "$NGX_PID" -f "nginx: worker" || true
+}
