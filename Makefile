@@ -9,7 +9,10 @@ CARGO_FLAGS = $(if $(filter release,$(PROFILE)),--release,)
 # releases are built without them
 TEST_FEATURES = --features test-hooks
 
-.PHONY: all deps build test unit integration demo clean
+.PHONY: all deps build test unit integration demo clean fuzz valgrind reload soak
+
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS = jwt cookie state config
 
 all: build
 
@@ -30,6 +33,28 @@ test: unit integration
 
 demo: build
 	PROFILE=$(PROFILE) scripts/demo.sh
+
+# cargo-fuzz (crates.io) needs nightly features: RUSTC_BOOTSTRAP lets the
+# stable toolchain build them. Each target runs FUZZ_SECONDS from the
+# committed seeds (fuzz/seeds/) into a local corpus (fuzz/corpus/).
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p corpus/$$t && \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
+
+# the whole t/ suite with nginx (master and workers) under valgrind memcheck;
+# a block fails on any report with a frame in the module
+valgrind: deps
+	$(CARGO) build $(TEST_FEATURES) -p ngx_http_oauth2_module
+	TEST_NGINX_VALGRIND=1 prove -r t/
+
+reload:
+	bench/reload.sh
+
+soak:
+	bench/soak.sh
 
 clean:
 	$(CARGO) clean

@@ -263,9 +263,15 @@ sub nginx_start {
     if ($ngx_pid == 0) {
         open STDOUT, '>>', "$ROOT/logs/stderr.log";
         open STDERR, '>&', \*STDOUT;
-        exec $NGINX, '-p', "$ROOT/", '-c', 'conf/nginx.conf' or exit 127;
+        my @cmd = ($NGINX, '-p', "$ROOT/", '-c', 'conf/nginx.conf');
+        # TEST_NGINX_VALGRIND=1: master and workers under valgrind memcheck,
+        # one log per process in logs/valgrind-PID.log (checked by check_log)
+        unshift @cmd, 'valgrind', '--quiet', '--error-limit=no', '--num-callers=30',
+            "--suppressions=$TOP/t/valgrind.supp", "--log-file=$ROOT/logs/valgrind-%p.log"
+            if $ENV{TEST_NGINX_VALGRIND};
+        exec @cmd or exit 127;
     }
-    for (1 .. 200) {
+    for (1 .. ($ENV{TEST_NGINX_VALGRIND} ? 2000 : 200)) {
         return 1 if port_open($ngx_port);
         if (waitpid($ngx_pid, WNOHANG) > 0) {
             undef $ngx_pid;
@@ -357,6 +363,19 @@ sub check_log {
         Test::More::ok(index($log, $l) < 0, "$name - error log lacks: $l");
     }
     my @bad = grep { /\[(alert|crit|emerg)\]|exited on signal/ } split /\n/, $log;
+    if ($ENV{TEST_NGINX_VALGRIND}) {
+        for my $vf (glob "$ROOT/logs/valgrind-*.log") {
+            open my $v, '<', $vf or next;
+            my $text = do { local $/; <$v> };
+            close $v;
+            unlink $vf;
+            # an error report is a block of "==PID==" lines; keep those in which
+            # a frame is in the module
+            for my $err (split /\n==\d+== \n/, $text) {
+                push @bad, "valgrind: $err" if $err =~ /libngx_http_oauth2_module/;
+            }
+        }
+    }
     # a block that provokes the panic guard expects exactly that alert
     @bad = grep { !/\[alert\].*oauth2: internal error \(panic caught\)/ } @bad if defined $block->allow_alert;
     Test::More::ok(!@bad, "$name - no alert, crit, emerg or dead worker")
