@@ -51,18 +51,25 @@ impl Drop for Ctx {
     }
 }
 
-pub fn get_ctx(r: &Request) -> Option<&mut Ctx> {
-    // SAFETY: the module's ctx slot only ever holds a `Ctx` set by `ctx_mut`.
-    let p = unsafe { (*<&Request as Into<*const ngx_http_request_t>>::into(r)).ctx };
-    // SAFETY: ctx is an array of ctx_max_index pointers; our index is ours.
-    let slot = unsafe { *p.add(crate::module().ctx_index) };
-    // SAFETY: see above; the Ctx lives as long as the request pool.
-    unsafe { (slot as *mut Ctx).as_mut() }
+fn ctx_ptr(r: &Request) -> *mut Ctx {
+    // SAFETY: r is a live request; its ctx array has ctx_max_index slots and
+    // this module's slot only ever holds a `Ctx` set by `ctx_mut` (or null).
+    unsafe {
+        let p = (*<&Request as Into<*const ngx_http_request_t>>::into(r)).ctx;
+        (*p.add(crate::module().ctx_index)).cast()
+    }
 }
 
+/// The request's ctx, to read (variables).
+pub fn get_ctx(r: &Request) -> Option<&Ctx> {
+    // SAFETY: null or a Ctx in the request pool, alive as long as the request.
+    unsafe { ctx_ptr(r).as_ref() }
+}
+
+/// The request's ctx, made on first use; the `&mut Request` borrow keeps it unique.
 pub fn ctx_mut(r: &mut Request) -> Option<&mut Ctx> {
     let raw: *mut ngx_http_request_t = r.into();
-    if get_ctx(r).is_none() {
+    if ctx_ptr(r).is_null() {
         let c = r.pool().allocate(Ctx {
             r: raw,
             method: "",
@@ -79,7 +86,8 @@ pub fn ctx_mut(r: &mut Request) -> Option<&mut Ctx> {
         }
         r.set_module_ctx(c.cast(), crate::module());
     }
-    get_ctx(r)
+    // SAFETY: as in get_ctx; exclusive through the caller's &mut Request.
+    unsafe { ctx_ptr(r).as_mut() }
 }
 
 fn header_value(h: *mut ngx_table_elt_t) -> Option<&'static [u8]> {
