@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ngx::ffi::{
     ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG,
-    NGX_CONF_2MORE, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_CONF_2MORE, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
     NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
@@ -240,6 +240,16 @@ fn set_algorithms(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String
 
 fn set_token_validation(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
     once(&mut c.token_validation, TokenValidation::parse(a[0])?)
+}
+
+/// `oauth2_session_store cookie | redis URL;`: sessions live in the cookie;
+/// the Redis store is not in this version and says so at `nginx -t`.
+fn set_session_store(_: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+    match a {
+        ["cookie"] => Ok(()),
+        ["redis", ..] => Err("\"redis\" is not supported by this version of the module (sessions are kept in the cookie)".into()),
+        _ => Err(format!("invalid value \"{}\", it must be \"cookie\" or \"redis URL\"", a.join(" "))),
+    }
 }
 
 fn set_require_claim(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
@@ -684,7 +694,7 @@ macro_rules! command {
     };
 }
 
-pub static mut COMMANDS: [ngx_command_t; 33] = [
+pub static mut COMMANDS: [ngx_command_t; 34] = [
     command!("oauth2_issuer", NGX_CONF_TAKE1, set_issuer),
     command!("oauth2_jwks_uri", NGX_CONF_TAKE1, set_jwks_uri),
     command!("oauth2_jwks_file", NGX_CONF_TAKE1, set_jwks_file),
@@ -715,6 +725,7 @@ pub static mut COMMANDS: [ngx_command_t; 33] = [
     command!("oauth2_require_claim", NGX_CONF_2MORE, set_require_claim),
     command!("oauth2_require_scope", NGX_CONF_1MORE, set_require_scope),
     command!("oauth2_token_cache", NGX_CONF_TAKE1, set_token_cache),
+    command!("oauth2_session_store", NGX_CONF_TAKE12, set_session_store),
     ngx_command_t {
         name: ngx_string!("oauth2_callback"),
         type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,

@@ -351,3 +351,20 @@ oauth2_redirect_uri ftp://x/cb;
 --- must_die
 --- error_log
 the scheme must be http or https in "oauth2_redirect_uri" directive
+
+=== TEST 31: oauth2_session_store cookie is accepted; redis is refused clearly
+--- http_config
+oauth2_session_store redis redis://127.0.0.1:6379;
+--- config
+--- must_die
+--- error_log
+"redis" is not supported by this version of the module (sessions are kept in the cookie) in "oauth2_session_store" directive
+
+=== TEST 32: oauth2_session_store cookie
+--- http_config
+oauth2_session_store cookie;
+--- config
+location / { empty_gif; }
+--- request
+GET /
+--- error_code: 200
