@@ -99,17 +99,22 @@ oauth2: loaded
 
 === TEST 4: discovery naming another issuer is rejected and logged
 --- http_config
-oauth2_on_failure 401;
-oauth2_issuer $TEST_OP/other;
-oauth2_jwks_uri $TEST_OP/jwks;
+# the provider reached under another name: its metadata names its own issuer
+oauth2_issuer http://127.0.0.1:$TEST_PORT2;
 oauth2_audience urn:test:api;
+oauth2_on_failure 401;
+server {
+    listen 127.0.0.1:$TEST_PORT2;
+    location / { proxy_pass $TEST_OP; }
+}
 --- config
 location / { oauth2_auth on; empty_gif; }
 --- test
-sleep 0.3;
+sleep 0.5;
 is(http_get('/', { Authorization => 'Bearer ' . token() })->{status}, 503, 'no trusted metadata -> 503');
 --- error_log
-discovery request to "http://127.0.0.1:
+provider metadata names issuer "http://127.0.0.1:
+expected "http://127.0.0.1:
 
 === TEST 5: HTTPS to the provider: trusted via oauth2_ssl_trusted_certificate
 --- setup
