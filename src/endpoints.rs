@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::ptr;
+use std::sync::Arc;
 
 use ngx::core::Status;
 use ngx::ffi::{
@@ -284,7 +285,7 @@ pub fn strip_cookies(r: &mut Request, sc: &SessionConf) {
 
 /// What the access phase gets from the session cookie.
 pub enum SessionOutcome {
-    Valid(Session),
+    Valid(Arc<Session>),
     /// No session, or one that ended (its cookies are cleared).
     None,
     Wait,
@@ -292,17 +293,46 @@ pub enum SessionOutcome {
     Unavailable,
 }
 
-fn needs_refresh(s: &Session, t: u64) -> bool {
+/// When the session's access token is due for a refresh (the last quarter
+/// of its lifetime, at most its last minute); `u64::MAX` when unknown.
+fn refresh_due(s: &Session) -> u64 {
     if s.access_exp == 0 {
-        return false;
+        return u64::MAX;
     }
     let issued = s.created.max(s.access_exp.saturating_sub(3600));
     let margin = ((s.access_exp.saturating_sub(issued)) / 4).min(60);
-    t + margin >= s.access_exp
+    s.access_exp - margin
 }
+
+/// The sealed session value of the request (its chunks joined), read from
+/// the Cookie headers without copying the other cookies.
+fn sealed_session(r: &Request, sc: &SessionConf) -> Option<String> {
+    let mut mine: Vec<(&str, &str)> = Vec::new();
+    for (k, v) in r.headers_in_iterator() {
+        if k.as_bytes().eq_ignore_ascii_case(b"cookie") {
+            if let Ok(v) = v.to_str() {
+                mine.extend(session::parse_cookies(v).filter(|(n, _)| is_module_cookie(sc, n)));
+            }
+        }
+    }
+    session::join_chunks(&sc.cookie_name, |n| mine.iter().find(|(k, _)| *k == n).map(|(_, v)| *v))
+}
+
+/// Sessions already opened in this worker are reused until their access
+/// token is due for a refresh or the session ends (keyed by a hash of the
+/// whole sealed value, so any other cookie opens afresh).
+const SESSION_CACHE_POLICY: u32 = u32::MAX;
 
 /// Open the session; refresh it when its access token is (nearly) expired.
 pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) -> SessionOutcome {
+    let t = now();
+    let sealed = sealed_session(r, sc);
+    let key = sealed.as_deref().map(|v| oauth2_core::cache::key(SESSION_CACHE_POLICY, v));
+    if let Some(k) = &key {
+        if let Some(s) = with_worker(|w| w.sessions.get(k, t)).flatten() {
+            return SessionOutcome::Valid(s);
+        }
+    }
     let cookies = request_cookies(r);
     let Some(s) = open_session(&cookies, sc) else {
         if cookie(&cookies, &sc.cookie_name).is_some() {
@@ -311,8 +341,12 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
         }
         return SessionOutcome::None;
     };
-    let t = now();
-    if !needs_refresh(&s, t) {
+    let s = Arc::new(s);
+    if t < refresh_due(&s) {
+        if let Some(k) = key {
+            let until = refresh_due(&s).min(s.created.saturating_add(sc.lifetime));
+            with_worker(|w| w.sessions.insert(k, s.clone(), until));
+        }
         return SessionOutcome::Valid(s);
     }
     let can_refresh = sc.refresh && s.refresh_token.is_some() && sc.client.is_some();
@@ -347,6 +381,11 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
             }
             None => {
                 let p = &w.providers[rt.provider];
+                if p.metadata.is_none() && p.state == KeyState::Loading {
+                    // a worker just started: wait for the metadata first
+                    w.wait(rt.provider, raw, false);
+                    return Err(());
+                }
                 let Some(url) = p.metadata.as_ref().and_then(|m| m.token_endpoint.clone()) else {
                     return Ok(Err(RefreshError { transient: true, msg: "no provider metadata".into() }));
                 };
@@ -375,7 +414,7 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
         }
         Some(Ok(Ok(new))) => {
             issue_session(r, sc, &new);
-            SessionOutcome::Valid(new)
+            SessionOutcome::Valid(Arc::new(new))
         }
         Some(Ok(Err(e))) if e.transient && t < s.access_exp => {
             ngx_log_error!(NGX_LOG_WARN, r.log(), "oauth2: session refresh failed: {}, the access token is still valid", e.msg);
@@ -733,7 +772,7 @@ fn finish_login(
         Some(Some(Ok(c))) => c,
     };
     let s = Session {
-        claims,
+        claims: Arc::new(claims),
         access_token: tokens.access_token,
         access_exp: tokens.expires_in.map(|e| t + e).unwrap_or(0),
         refresh_token: tokens.refresh_token,

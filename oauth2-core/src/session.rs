@@ -156,7 +156,7 @@ pub struct LoginState {
 pub struct Session {
     /// The ID token's claims (what the variables show).
     #[serde(skip)]
-    pub claims: serde_json::Map<String, serde_json::Value>,
+    pub claims: std::sync::Arc<serde_json::Map<String, serde_json::Value>>,
     pub access_token: String,
     /// Unix time the access token expires (0: unknown).
     pub access_exp: u64,
@@ -179,7 +179,7 @@ impl Session {
         let payload = s.id_token.as_deref()?.split('.').nth(1)?;
         let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
         match serde_json::from_slice(&bytes).ok()? {
-            serde_json::Value::Object(m) => s.claims = m,
+            serde_json::Value::Object(m) => s.claims = std::sync::Arc::new(m),
             _ => return None,
         }
         Some(s)

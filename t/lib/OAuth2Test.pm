@@ -298,10 +298,16 @@ sub nginx_reload {
     sleep 0.5;
 }
 
+# the worker processes of the running nginx (waits for them to exist)
 sub worker_pids {
-    my @p = `pgrep -P $ngx_pid`;
-    chomp @p;
-    return @p;
+    my @p;
+    for (1 .. 400) {
+        @p = `pgrep -P $ngx_pid`;
+        chomp @p;
+        last if @p;
+        sleep 0.025;
+    }
+    return sort @p;
 }
 
 sub error_log_text {
