@@ -33,7 +33,8 @@ sleep 0.8;
 my $t0 = time;
 my $r = http_get('/', { Authorization => "Bearer $t" });
 is($r->{status}, 503, 'no keys after a timeout: 503');
-cmp_ok(time - $t0, '<', 1, 'answered without waiting for the slow provider');
+# (under valgrind everything is ~20 times slower: the bound scales with it)
+cmp_ok(time - $t0, '<', $ENV{TEST_NGINX_VALGRIND} ? 20 : 1, 'answered without waiting for the slow provider');
 is(http_get('/open')->{status}, 200, 'other locations unaffected');
 main::fault('{"delay":0}');
 my $code = 0;
