@@ -31,12 +31,8 @@ pub fn extract_bearer(authorization: Option<&[u8]>) -> Credential<'_> {
         return Credential::None;
     }
     let token = trim_ows(rest);
-    let token68 = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b);
-    let body_len = token.iter().position(|&b| b == b'=').unwrap_or(token.len());
-    if token.is_empty()
-        || !token[..body_len].iter().all(|&b| token68(b))
-        || !token[body_len..].iter().all(|&b| b == b'=')
-    {
+    let body_len = token.iter().position(|&b| !TOKEN68[b as usize]).unwrap_or(token.len());
+    if token.is_empty() || body_len == 0 || !token[body_len..].iter().all(|&b| b == b'=') {
         return Credential::MalformedBearer;
     }
     match std::str::from_utf8(token) {
@@ -44,6 +40,19 @@ pub fn extract_bearer(authorization: Option<&[u8]>) -> Credential<'_> {
         Err(_) => Credential::MalformedBearer,
     }
 }
+
+/// RFC 6750 token68 characters (before any trailing `=`), as a table: this
+/// runs on every request.
+static TOKEN68: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        i += 1;
+    }
+    t
+};
 
 fn trim_ows(mut b: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = b {

@@ -46,18 +46,31 @@ pub struct Parsed<'a> {
 /// Does this look like a compact JWS (three base64url parts)? Used to pick
 /// JWT validation over introspection for `oauth2_token_validation auto`.
 pub fn looks_like_jwt(token: &str) -> bool {
-    let mut n = 0;
-    for part in token.split('.') {
-        n += 1;
-        if n > 3 || !is_b64url(part) {
+    let mut dots = 0;
+    for &b in token.as_bytes() {
+        if b == b'.' {
+            dots += 1;
+        } else if !B64URL[b as usize] {
             return false;
         }
     }
-    n == 3
+    dots == 2
 }
 
+/// The base64url alphabet as a table (this runs on every request).
+static B64URL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+        i += 1;
+    }
+    t
+};
+
 fn is_b64url(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    s.bytes().all(|b| B64URL[b as usize])
 }
 
 fn b64_json(part: &str) -> Result<Map<String, Value>, Rejection> {
