@@ -58,6 +58,34 @@ start_nginx() {
     wait_port "$NGX_PORT"
 }
 
+# gateway_conf WORKERS [EXTRA_HTTP_LINES]: nginx.conf with an API on /api/
+# (bearer, 401), a browser app on /app/ (session) and the callback
+gateway_conf() {
+    cat > "$WORK/nginx.conf" <<EOF
+load_module $MODULE;
+worker_processes $1;
+error_log logs/error.log notice;
+pid logs/nginx.pid;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    oauth2_issuer $OP_URL;
+    oauth2_client_id nginx;
+    oauth2_client_secret nginx-secret;
+    oauth2_audience urn:test:api;
+    oauth2_cookie_secret_file $WORK/cookie.keys;
+    oauth2_cookie_secure off;
+    ${2:-}
+    server {
+        listen 127.0.0.1:$NGX_PORT;
+        location /api/ { oauth2_auth on; oauth2_on_failure 401; empty_gif; }
+        location /app/ { oauth2_auth on; empty_gif; }
+        location = /oauth2/callback { oauth2_callback; }
+    }
+}
+EOF
+}
+
 get_token() {
     curl -sf -u api-client:api-secret -d grant_type=client_credentials -d scope=api:read \
         -d "resource=${1:-urn:test:api}" "$OP_URL/token" | sed 's/.*"access_token":"\([^"]*\)".*/\1/'

@@ -13,29 +13,7 @@ WARMUP=${WARMUP:-60}
 
 build
 start_op
-cat > "$WORK/nginx.conf" <<EOF
-load_module $MODULE;
-worker_processes 1;
-error_log logs/error.log notice;
-pid logs/nginx.pid;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    oauth2_issuer $OP_URL;
-    oauth2_client_id nginx;
-    oauth2_client_secret nginx-secret;
-    oauth2_audience urn:test:api;
-    oauth2_cookie_secret_file $WORK/cookie.keys;
-    oauth2_cookie_secure off;
-    oauth2_token_cache 1m;
-    server {
-        listen 127.0.0.1:$NGX_PORT;
-        location /api/ { oauth2_auth on; oauth2_on_failure 401; empty_gif; }
-        location /app/ { oauth2_auth on; empty_gif; }
-        location = /oauth2/callback { oauth2_callback; }
-    }
-}
-EOF
+gateway_conf 1 "oauth2_token_cache 1m;"
 start_nginx "$WORK/nginx.conf"
 COOKIE=$(get_cookie)
 echo "minting $TOKENS distinct tokens..."

@@ -694,6 +694,21 @@ macro_rules! command {
     };
 }
 
+/// A location-only directive without arguments that makes the location one
+/// of our endpoints (see `set_endpoint`).
+macro_rules! endpoint {
+    ($name:literal) => {
+        ngx_command_t {
+            name: ngx_string!($name),
+            type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
+            set: Some(set_endpoint),
+            conf: NGX_HTTP_LOC_CONF_OFFSET,
+            offset: 0,
+            post: std::ptr::null_mut(),
+        }
+    };
+}
+
 pub static mut COMMANDS: [ngx_command_t; 34] = [
     command!("oauth2_issuer", NGX_CONF_TAKE1, set_issuer),
     command!("oauth2_jwks_uri", NGX_CONF_TAKE1, set_jwks_uri),
@@ -726,21 +741,7 @@ pub static mut COMMANDS: [ngx_command_t; 34] = [
     command!("oauth2_require_scope", NGX_CONF_1MORE, set_require_scope),
     command!("oauth2_token_cache", NGX_CONF_TAKE1, set_token_cache),
     command!("oauth2_session_store", NGX_CONF_TAKE12, set_session_store),
-    ngx_command_t {
-        name: ngx_string!("oauth2_callback"),
-        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
-        set: Some(set_endpoint),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: std::ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx_string!("oauth2_sign_out"),
-        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
-        set: Some(set_endpoint),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: std::ptr::null_mut(),
-    },
+    endpoint!("oauth2_callback"),
+    endpoint!("oauth2_sign_out"),
     ngx_command_t::empty(),
 ];
