@@ -28,10 +28,21 @@ done
 node "$top/t/op/op.mjs" --port 9000 --state "$prefix/op" \
     --redirect-uri http://127.0.0.1:8080/oauth2/callback > "$prefix/logs/op.log" 2>&1 &
 op=$!
+trap 'kill $op 2>/dev/null; wait 2>/dev/null; echo; echo "demo stopped"' EXIT INT TERM
+wait_port() {
+    for _ in $(seq 1 100); do
+        (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nothing answers on 127.0.0.1:$1 (see demo/logs/)" >&2
+    exit 1
+}
+wait_port 9000      # the provider first: nginx fetches its keys at start
 "$nginx" -p "$prefix/" -c conf/demo.conf -g 'daemon off;' &
 ngx=$!
 trap 'kill $ngx $op 2>/dev/null; wait 2>/dev/null; echo; echo "demo stopped"' EXIT INT TERM
-sleep 1.5
+wait_port 8080
+sleep 0.5
 
 cat <<MSG
 
