@@ -192,10 +192,9 @@ fn send_page(r: &mut Request, status: u16, text: &str) -> ngx_int_t {
 
 // ---- sessions -------------------------------------------------------------
 
-/// The session of a request, if its cookie opens and is within its lifetime.
-pub fn open_session(cookies: &[(String, String)], sc: &SessionConf) -> Option<Session> {
-    let sealed = session::join_chunks(&sc.cookie_name, |n| cookie(cookies, n))?;
-    let raw = sc.keys.open(Purpose::Session, &sealed)?;
+/// The session in a sealed cookie value, if it opens and is within its lifetime.
+pub fn open_session(sealed: &str, sc: &SessionConf) -> Option<Session> {
+    let raw = sc.keys.open(Purpose::Session, sealed)?;
     let s = Session::from_json(&raw)?;
     if now() >= s.created.saturating_add(sc.lifetime) {
         return None;
@@ -333,8 +332,8 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
             return SessionOutcome::Valid(s);
         }
     }
-    let cookies = request_cookies(r);
-    let Some(s) = open_session(&cookies, sc) else {
+    let Some(s) = sealed.as_deref().and_then(|v| open_session(v, sc)) else {
+        let cookies = request_cookies(r);
         if cookie(&cookies, &sc.cookie_name).is_some() {
             ngx_log_error!(NGX_LOG_INFO, r.log(), "oauth2: session cookie rejected");
             clear_session(r, sc, &cookies);
@@ -352,7 +351,7 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
     let can_refresh = sc.refresh && s.refresh_token.is_some() && sc.client.is_some();
     if !can_refresh {
         if t >= s.access_exp {
-            clear_session(r, sc, &cookies);
+            clear_session(r, sc, &request_cookies(r));
             return SessionOutcome::None;
         }
         return SessionOutcome::Valid(s);
@@ -426,7 +425,7 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
         }
         Some(Ok(Err(e))) => {
             ngx_log_error!(NGX_LOG_WARN, r.log(), "oauth2: session refresh failed: {}, the session ends", e.msg);
-            clear_session(r, sc, &cookies);
+            clear_session(r, sc, &request_cookies(r));
             SessionOutcome::None
         }
         None => SessionOutcome::None,
@@ -805,8 +804,8 @@ fn sign_out(r: &mut Request) -> ngx_int_t {
     let raw: *mut ngx_http_request_t = r.into();
     // SAFETY: discarding the body of a live request in its content handler.
     unsafe { ngx_http_discard_request_body(raw) };
+    let s = sealed_session(r, sc).and_then(|v| open_session(&v, sc));
     let cookies = request_cookies(r);
-    let s = open_session(&cookies, sc);
     clear_session(r, sc, &cookies);
     let prefix = format!("{}_st_", sc.cookie_name);
     for (k, _) in cookies.iter().filter(|(k, _)| k.starts_with(&prefix)) {
