@@ -8,6 +8,7 @@ TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PROFILE=${PROFILE:-release}
 WORK=${WORK:-$(mktemp -d /tmp/oauth2-bench.XXXXXX)}
 PIDS=()
+source "$TOP/scripts/ports.sh"
 
 stop_all() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -17,15 +18,6 @@ trap stop_all EXIT
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-wait_port() {
-    for _ in $(seq 1 200); do
-        (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "nothing listens on port $1" >&2
-    return 1
 }
 
 build() {

@@ -3,6 +3,7 @@
 # nginx-conf/demo.conf on 127.0.0.1:8080, until Ctrl-C.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
+source "$top/scripts/ports.sh"
 profile=${PROFILE:-debug}
 nginx=$(ls -t "$top"/target/"$profile"/build/nginx-sys-*/out/objs/nginx 2>/dev/null | head -1)
 module="$top/target/$profile/libngx_http_oauth2_module.so"
@@ -19,7 +20,7 @@ echo "public page: no login needed" > "$prefix/html/public/index.html"
 [ -f "$prefix/conf/cookie.keys" ] || head -c 32 /dev/urandom | base64 > "$prefix/conf/cookie.keys"
 
 for port in 9000 8080 8081; do
-    if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+    if port_open "$port"; then
         echo "port $port is in use on 127.0.0.1: stop what runs there first" >&2
         exit 1
     fi
@@ -29,19 +30,11 @@ node "$top/t/op/op.mjs" --port 9000 --state "$prefix/op" \
     --redirect-uri http://127.0.0.1:8080/oauth2/callback > "$prefix/logs/op.log" 2>&1 &
 op=$!
 trap 'kill $op 2>/dev/null; wait 2>/dev/null; echo; echo "demo stopped"' EXIT INT TERM
-wait_port() {
-    for _ in $(seq 1 100); do
-        (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing answers on 127.0.0.1:$1 (see demo/logs/)" >&2
-    exit 1
-}
-wait_port 9000      # the provider first: nginx fetches its keys at start
+wait_port 9000 || exit 1     # the provider first: nginx fetches its keys at start
 "$nginx" -p "$prefix/" -c conf/demo.conf -g 'daemon off;' &
 ngx=$!
 trap 'kill $ngx $op 2>/dev/null; wait 2>/dev/null; echo; echo "demo stopped"' EXIT INT TERM
-wait_port 8080
+wait_port 8080 || exit 1
 sleep 0.5
 
 cat <<MSG
