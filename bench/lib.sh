@@ -29,13 +29,14 @@ build() {
     MODULE="$TOP/target/$PROFILE/libngx_http_oauth2_module.so"
 }
 
+# start_op [EXTRA op.mjs ARGS...]
 start_op() {
     OP_PORT=$(free_port)
     NGX_PORT=${NGX_PORT:-$(free_port)}
     OP_URL="http://127.0.0.1:$OP_PORT"
     mkdir -p "$WORK/op"
     node "$TOP/t/op/op.mjs" --port "$OP_PORT" --state "$WORK/op" \
-        --redirect-uri "http://127.0.0.1:$NGX_PORT/oauth2/callback" > "$WORK/op.log" 2>&1 &
+        --redirect-uri "http://127.0.0.1:$NGX_PORT/oauth2/callback" "$@" > "$WORK/op.log" 2>&1 &
     PIDS+=($!)
     wait_port "$OP_PORT"
     head -c 32 /dev/urandom | base64 > "$WORK/cookie.keys"

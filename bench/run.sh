@@ -1,23 +1,40 @@
 #!/usr/bin/env bash
-# Benchmarks, measured in one run on 127.0.0.1: the same nginx with no auth
-# (the ceiling), this module (cached RS256 and ES256 bearer tokens, a cookie
-# session, a new RS256 token on every request), and nginx auth_request to a
-# sidecar that answers 200 at once (the floor of any sidecar design). One
-# nginx worker each; wrk with fixed connections and duration; every scenario
-# three times, interleaved; the median is reported with its ratio to the
-# ceiling. Writes bench/RESULTS.md.
+# Benchmarks, measured in one run on 127.0.0.1 (writes bench/RESULTS.md):
+#  1. throughput: the same nginx with no auth (the ceiling), this module
+#     (cached RS256 and ES256 bearer tokens, a cookie session, a new RS256
+#     token on every request), nginx auth_request to a sidecar that answers
+#     200 at once (the floor of any sidecar design), and the Apache peers
+#     (no auth, mod_oauth2, mod_auth_openidc with a bearer token and with a
+#     session cookie). One nginx worker / one Apache process each; wrk with
+#     fixed connections and duration; every scenario ROUNDS times,
+#     interleaved; medians and ratios to the ceiling of the same run;
+#  2. non-blocking: p99 of a public location while 50 logins wait on a token
+#     endpoint that answers after 2 s, against its idle p99;
+#  3. memory: worker RSS after 1,000,000 distinct valid tokens, against the
+#     configured token cache bound.
 #
-#   bench/run.sh            (DURATION=10 CONNECTIONS=32 ROUNDS=3 MISS_TOKENS=10000)
+#   bench/run.sh    (DURATION=10 CONNECTIONS=32 ROUNDS=3 MISS_TOKENS=10000
+#                    MEM_TOKENS=1000000 MEM_CACHE=16m; SCENARIOS="..." runs
+#                    only those, PARTS="throughput nonblocking memory" only
+#                    those parts; PERF=1 also profiles each nginx scenario
+#                    with perf in an extra, uncounted round: $WORK/perf.*.txt)
 source "$(dirname "$0")/lib.sh"
+source "$TOP/bench/apache.sh"
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-32}
 ROUNDS=${ROUNDS:-3}
 MISS_TOKENS=${MISS_TOKENS:-10000}
+MEM_TOKENS=${MEM_TOKENS:-1000000}
+MEM_CACHE=${MEM_CACHE:-16m}
+ALL_SCENARIOS="ceiling ceiling_cookie rs256 es256 cookie miss authreq ap_ceiling ap_oauth2 ap_openidc ap_cookie"
+read -r -a SCENARIOS <<< "${SCENARIOS:-$ALL_SCENARIOS}"
+PARTS=${PARTS:-"throughput nonblocking memory"}
+want() { [[ " $PARTS " == *" $1 "* ]]; }
 
 build
-start_op
+start_op --access-ttl 7200 --redirect-uri "$(apache_redirect_uri)"
 SIDECAR_PORT=$(free_port)
-cat > "$WORK/sidecar.conf" <<EOF
+cat > "$WORK/sidecar.conf" <<NEOF
 worker_processes 1;
 error_log logs/sidecar-error.log;
 pid logs/sidecar.pid;
@@ -29,8 +46,8 @@ http {
         location / { return 200; }
     }
 }
-EOF
-cat > "$WORK/nginx.conf" <<EOF
+NEOF
+cat > "$WORK/nginx.conf" <<NEOF
 load_module $MODULE;
 worker_processes 1;
 error_log logs/error.log notice;
@@ -51,6 +68,7 @@ http {
     server {
         listen 127.0.0.1:$NGX_PORT;
         location /ceiling { empty_gif; }
+        location /public { empty_gif; }
         location /bearer { oauth2_auth on; oauth2_on_failure 401; empty_gif; }
         location /app/ { oauth2_auth on; empty_gif; }
         location = /oauth2/callback { oauth2_callback; }
@@ -65,19 +83,21 @@ http {
         }
     }
 }
-EOF
+NEOF
 mkdir -p "$WORK/logs"
 "$NGINX" -p "$WORK/" -c "$WORK/sidecar.conf" -g 'daemon off;' &
 PIDS+=($!)
 wait_port "$SIDECAR_PORT"
 start_nginx "$WORK/nginx.conf"
+start_apache
 
 RS=$(get_token urn:test:api)
 ES=$(get_token urn:test:api:es256)
 COOKIE=$(get_cookie)
+AP_COOKIE=$(get_apache_cookie)
 echo "minting $MISS_TOKENS distinct RS256 tokens..." >&2
 node "$TOP/bench/mint.mjs" "$WORK/op" "$OP_URL" "$MISS_TOKENS" RS256 > "$WORK/miss.txt"
-cat > "$WORK/miss.lua" <<EOF
+cat > "$WORK/miss.lua" <<LEOF
 local tokens = {}
 for line in io.lines("$WORK/miss.txt") do tokens[#tokens + 1] = line end
 local i = 0
@@ -85,32 +105,60 @@ request = function()
     i = i + 1
     return wrk.format("GET", "/bearer", { ["Authorization"] = "Bearer " .. tokens[(i % #tokens) + 1] })
 end
-EOF
+LEOF
 base="http://127.0.0.1:$NGX_PORT"
-[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $RS" "$base/bearer")" = 200 ]
-[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $ES" "$base/bearer")" = 200 ]
-[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $COOKIE" "$base/app/x")" = 200 ]
-[ "$(curl -s -o /dev/null -w '%{http_code}' "$base/authreq")" = 200 ]
-[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(head -1 "$WORK/miss.txt")" "$base/bearer")" = 200 ]
+apbase="http://127.0.0.1:$AP_PORT"
+expect() { # expect CODE ARGS...: curl must answer CODE
+    local want=$1 got
+    shift
+    got=$(curl -s -o /dev/null -w '%{http_code}' "$@")
+    if [ "$got" != "$want" ]; then
+        echo "check failed: curl $* answered $got, expected $want" >&2
+        exit 1
+    fi
+}
+expect 200 -H "Authorization: Bearer $RS" "$base/bearer"
+expect 401 "$base/bearer"
+expect 200 -H "Authorization: Bearer $ES" "$base/bearer"
+expect 200 -H "Cookie: $COOKIE" "$base/app/x"
+expect 200 "$base/authreq"
+expect 200 -H "Authorization: Bearer $(head -1 "$WORK/miss.txt")" "$base/bearer"
+expect 200 -H "Authorization: Bearer $RS" "$apbase/ceiling/pixel.gif"
+expect 200 -H "Authorization: Bearer $RS" "$apbase/mod_oauth2/pixel.gif"
+expect 401 "$apbase/mod_oauth2/pixel.gif"
+expect 200 -H "Authorization: Bearer $RS" "$apbase/openidc_bearer/pixel.gif"
+expect 401 "$apbase/openidc_bearer/pixel.gif"
+expect 200 -H "Cookie: $AP_COOKIE" "$apbase/app/pixel.gif"
+expect 302 "$apbase/app/pixel.gif"
 
-SCENARIOS=(ceiling rs256 es256 cookie miss authreq)
 declare -A LABEL=(
     [ceiling]="nginx, no auth (ceiling)"
+    [ceiling_cookie]="nginx, no auth, the cookie request's headers"
     [rs256]="this module, RS256 bearer (cached)"
     [es256]="this module, ES256 bearer (cached)"
     [cookie]="this module, cookie session"
     [miss]="this module, new RS256 token every request ($MISS_TOKENS tokens)"
     [authreq]="nginx auth_request to a 200 sidecar (floor of sidecars)"
+    [ap_ceiling]="Apache, no auth"
+    [ap_oauth2]="Apache mod_oauth2, RS256 bearer"
+    [ap_openidc]="Apache mod_auth_openidc, RS256 bearer"
+    [ap_cookie]="Apache mod_auth_openidc, cookie session"
 )
+wrk_run() { wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@"; }
 run_one() {
     local s=$1 out=$2
     case $s in
-        ceiling) wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Authorization: Bearer $RS" "$base/ceiling" ;;
-        rs256) wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Authorization: Bearer $RS" "$base/bearer" ;;
-        es256) wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Authorization: Bearer $ES" "$base/bearer" ;;
-        cookie) wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Cookie: $COOKIE" "$base/app/x" ;;
-        miss) wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$WORK/miss.lua" "$base" ;;
-        authreq) wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Authorization: Bearer $RS" "$base/authreq" ;;
+        ceiling) wrk_run -H "Authorization: Bearer $RS" "$base/ceiling" ;;
+        ceiling_cookie) wrk_run -H "Cookie: $COOKIE" "$base/ceiling" ;;
+        rs256) wrk_run -H "Authorization: Bearer $RS" "$base/bearer" ;;
+        es256) wrk_run -H "Authorization: Bearer $ES" "$base/bearer" ;;
+        cookie) wrk_run -H "Cookie: $COOKIE" "$base/app/x" ;;
+        miss) wrk_run -s "$WORK/miss.lua" "$base" ;;
+        authreq) wrk_run -H "Authorization: Bearer $RS" "$base/authreq" ;;
+        ap_ceiling) wrk_run -H "Authorization: Bearer $RS" "$apbase/ceiling/pixel.gif" ;;
+        ap_oauth2) wrk_run -H "Authorization: Bearer $RS" "$apbase/mod_oauth2/pixel.gif" ;;
+        ap_openidc) wrk_run -H "Authorization: Bearer $RS" "$apbase/openidc_bearer/pixel.gif" ;;
+        ap_cookie) wrk_run -H "Cookie: $AP_COOKIE" "$apbase/app/pixel.gif" ;;
     esac > "$out" 2>&1
     if grep -q 'Non-2xx' "$out"; then
         echo "scenario $s had non-2xx responses:" >&2
@@ -118,6 +166,21 @@ run_one() {
         exit 1
     fi
 }
+if want throughput; then
+if [ "${PERF:-0}" = 1 ]; then
+    worker=$(worker_pids | head -1)
+    for s in "${SCENARIOS[@]}"; do
+        case $s in ap_*) continue ;; esac
+        echo "profiling: $s" >&2
+        perf record -F 1999 -g -p "$worker" -o "$WORK/perf.$s.data" -- sleep "$DURATION" 2>/dev/null &
+        perf_pid=$!
+        run_one "$s" "$WORK/$s.perf.txt"
+        wait "$perf_pid" || true
+        perf report -i "$WORK/perf.$s.data" --no-children --percent-limit 1 --stdio 2>/dev/null \
+            | grep -v '^$' > "$WORK/perf.$s.txt" || true
+        echo "  $WORK/perf.$s.txt" >&2
+    done
+fi
 for round in $(seq 1 "$ROUNDS"); do
     for s in "${SCENARIOS[@]}"; do
         echo "round $round: $s" >&2
@@ -125,42 +188,210 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 
+fi
+
 rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
 p99() { awk '$1 == "99%" {print $2}' "$1"; }
 median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 to_ms() { awk '{v = $1; if (v ~ /us$/) {sub(/us/, "", v); v /= 1000} else if (v ~ /ms$/) {sub(/ms/, "", v)} else if (v ~ /s$/) {sub(/s/, "", v); v *= 1000} printf "%.2f\n", v}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 declare -A RPS P99
 for s in "${SCENARIOS[@]}"; do
     RPS[$s]=$(for r in $(seq 1 "$ROUNDS"); do rps "$WORK/$s.$r.txt"; done | median)
     P99[$s]=$(for r in $(seq 1 "$ROUNDS"); do p99 "$WORK/$s.$r.txt" | to_ms; done | median)
 done
-C=${RPS[ceiling]}
+get() { echo "${RPS[$1]:-0}"; }
+C=$(get ceiling)
 V=$(openssl speed -seconds 3 rsa2048 2>/dev/null | awk '/^rsa 2048/ {print $NF}')
-LIMIT=$(awk -v c="$C" -v v="$V" 'BEGIN { printf "%.0f", 1 / (1 / c + 1 / v) }')
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+LIMIT=$(awk -v c="$C" -v v="$V" 'BEGIN { if (c > 0) printf "%.0f", 1 / (1 / c + 1 / v); else print 0 }')
 
+if want nonblocking; then
+# --- 2. non-blocking: 50 logins held by a token endpoint that answers after 2 s
+LOGINS=50
+nb_wrk() { wrk -t1 -c"$CONNECTIONS" -d1s --latency "$base/public" > "$1" 2>&1; }
+echo "non-blocking: logging $LOGINS browsers in at the provider, 3 waves..." >&2
+for wave in 1 2 3; do
+    perl "$TOP/bench/logins.pl" prepare "$OP_URL" "$base" "$LOGINS" > "$WORK/logins.$wave.txt"
+done
+curl -sf -d '{"tokenDelay":2000}' "$OP_URL/__test/fault" > /dev/null
+NB_OK=0
+NB_HELD=0
+for wave in 1 2 3; do
+    nb_wrk "$WORK/idle.$wave.txt"
+    perl "$TOP/bench/logins.pl" fire "$NGX_PORT" "$WORK/logins.$wave.txt" > "$WORK/fire.$wave.txt" &
+    fire=$!
+    until grep -q '^sent' "$WORK/fire.$wave.txt" 2>/dev/null; do sleep 0.01; done
+    sleep 0.1
+    nb_wrk "$WORK/busy.$wave.txt"
+    wrk_end=$(date +%s.%N)
+    wait "$fire"
+    read -r _ ok total first last < <(grep '^done' "$WORK/fire.$wave.txt")
+    NB_OK=$((NB_OK + ok))
+    # every login still waited when the load ended: its answer came later
+    NB_HELD=$((NB_HELD + $(awk -v f="$first" -v e="$wrk_end" 'BEGIN { print (f > e) ? 1 : 0 }')))
+    echo "  wave $wave: $ok/$total logins completed; first answer $(awk -v f="$first" -v e="$wrk_end" 'BEGIN { printf "%.2f", f - e }') s after the load ended" >&2
+done
+curl -sf -d '{"tokenDelay":0}' "$OP_URL/__test/fault" > /dev/null
+IDLE_P99=$(for w in 1 2 3; do p99 "$WORK/idle.$w.txt" | to_ms; done | median)
+BUSY_P99=$(for w in 1 2 3; do p99 "$WORK/busy.$w.txt" | to_ms; done | median)
+IDLE_RPS=$(for w in 1 2 3; do rps "$WORK/idle.$w.txt"; done | median)
+BUSY_RPS=$(for w in 1 2 3; do rps "$WORK/busy.$w.txt"; done | median)
+
+fi
+
+if want memory; then
+# --- 3. memory: a worker fed MEM_TOKENS distinct valid tokens (HS256, so
+# minting and checking them is quick; the cached entry is the same as for any
+# JWT) with oauth2_token_cache MEM_CACHE
+MEM_PORT=$(free_port)
+head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' > "$WORK/hs.k"
+printf '{"keys":[{"kty":"oct","kid":"mem","alg":"HS256","k":"%s"}]}\n' "$(cat "$WORK/hs.k")" > "$WORK/hs.jwks"
+cat > "$WORK/mem.conf" <<NEOF
+load_module $MODULE;
+worker_processes 1;
+error_log logs/mem-error.log notice;
+pid logs/mem.pid;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    server {
+        listen 127.0.0.1:$MEM_PORT;
+        location /mem {
+            oauth2_auth on;
+            oauth2_on_failure 401;
+            oauth2_jwks_file $WORK/hs.jwks;
+            oauth2_algorithms HS256;
+            oauth2_audience urn:test:api;
+            oauth2_token_cache $MEM_CACHE;
+            empty_gif;
+        }
+        location = /end { add_header X-End 1; empty_gif; }
+    }
+}
+NEOF
+"$NGINX" -p "$WORK/" -c "$WORK/mem.conf" -g 'daemon off;' 2>>"$WORK/logs/stderr.log" &
+MEM_MASTER=$!
+PIDS+=($MEM_MASTER)
+wait_port "$MEM_PORT"
+MEM_WORKER=$(pgrep -P "$MEM_MASTER" -f "nginx: worker" | head -1)
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$MEM_WORKER/status"; }
+echo "memory: minting $MEM_TOKENS HS256 tokens..." >&2
+node "$TOP/bench/mint.mjs" "$WORK/hs.k" "https://issuer.bench" "$MEM_TOKENS" HS256 > "$WORK/mem.txt"
+expect 200 -H "Authorization: Bearer $(head -1 "$WORK/mem.txt")" "http://127.0.0.1:$MEM_PORT/mem"
+expect 401 -H "Authorization: Bearer $(head -1 "$WORK/mem.txt")x" "http://127.0.0.1:$MEM_PORT/mem"
+RSS0=$(rss_kb)
+# every token once; when all are answered the script writes mem.done (with
+# the count of 200s and of other answers) and wrk is stopped
+cat > "$WORK/mem.lua" <<LEOF
+local f = io.open("$WORK/mem.txt")
+local sent, ok, bad, eof, reported = 0, 0, 0, false, false
+request = function()
+    local t = not eof and f:read("*l")
+    if not t then
+        eof = true
+        return wrk.format("GET", "/end")
+    end
+    sent = sent + 1
+    return wrk.format("GET", "/mem", { ["Authorization"] = "Bearer " .. t })
+end
+response = function(status, headers, body)
+    if reported then return end
+    if headers["X-End"] == nil then
+        if status == 200 then ok = ok + 1 else bad = bad + 1 end
+    end
+    if eof and ok + bad >= sent then
+        reported = true
+        local d = io.open("$WORK/mem.done", "w")
+        d:write(ok, " ", bad, "\\n")
+        d:close()
+    end
+end
+LEOF
+echo "memory: sending them..." >&2
+rm -f "$WORK/mem.done"
+wrk -t1 -c"$CONNECTIONS" -d900s -s "$WORK/mem.lua" "http://127.0.0.1:$MEM_PORT" > "$WORK/mem.wrk.txt" 2>&1 &
+mem_wrk=$!
+until [ -s "$WORK/mem.done" ] || ! kill -0 "$mem_wrk" 2>/dev/null; do sleep 0.5; done
+kill -INT "$mem_wrk" 2>/dev/null || true
+wait "$mem_wrk" || true
+RSS1=$(rss_kb)
+read -r MEM_OK MEM_BAD < "$WORK/mem.done"
+kill "$MEM_MASTER" 2>/dev/null || true
+fi
+MEM_ENTRIES=$(awk -v s="$MEM_CACHE" 'BEGIN { m = 1; if (s ~ /[kK]$/) m = 1024; if (s ~ /[mM]$/) m = 1048576; printf "%d", s * m / 2048 }')
+MEM_BOUND_KB=$(awk -v s="$MEM_CACHE" 'BEGIN { m = 1; if (s ~ /[kK]$/) m = 1024; if (s ~ /[mM]$/) m = 1048576; printf "%d", s * m / 1024 }')
+
+# --- the report
+verdict() { awk -v a="$1" -v b="$2" 'BEGIN { print (a >= b) ? "met" : "missed" }'; }
 {
+if want throughput; then
     echo "| scenario | requests/s (median of $ROUNDS) | p99 latency | ratio to the ceiling |"
     echo "|---|---:|---:|---:|"
     for s in "${SCENARIOS[@]}"; do
         printf '| %s | %.0f | %s ms | %s |\n' "${LABEL[$s]}" "${RPS[$s]}" "${P99[$s]}" "$(ratio "${RPS[$s]}" "$C")"
     done
     echo
-    echo "- RSA-2048 verifies/s on this machine (\`openssl speed rsa2048\`): V = $V;"
-    echo "  physical limit of the cache-miss scenario 1/(1/C + 1/V) = $LIMIT requests/s;"
-    echo "  cache-miss RS256 reaches $(ratio "${RPS[miss]}" "$LIMIT") of it."
-    echo "- cached bearer vs the auth_request floor: $(ratio "${RPS[rs256]}" "${RPS[authreq]}")×."
+    echo "Targets (ratios from this run):"
     echo
-    echo "The ceiling and the auth_request floor get the same request as the RS256 scenario"
-    echo "(with its Authorization header), so every ratio is the cost of the check itself."
-    echo "wrk -t1 -c$CONNECTIONS -d${DURATION}s, one nginx worker, all on 127.0.0.1;"
-    echo "$(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(uname -sr), $(date -u +%Y-%m-%d)."
+    for s in rs256 es256; do
+        r=$(ratio "$(get $s)" "$C")
+        echo "- ${LABEL[$s]}: $r of the ceiling (target 0.90: $(verdict "$r" 0.90))"
+    done
+    r=$(ratio "$(get cookie)" "$C")
+    r2=$(ratio "$(get cookie)" "$(get ceiling_cookie)")
+    echo "- ${LABEL[cookie]}: $r2 of the ceiling fed the same request headers (target 0.90: $(verdict "$r2" 0.90));"
+    echo "  $r of the plain ceiling, where nginx alone, with no auth, reaches $(ratio "$(get ceiling_cookie)" "$C") with those headers"
+    echo "- RSA-2048 verifies/s on this machine (\`openssl speed rsa2048\`): V = $V; physical limit of"
+    echo "  the cache-miss scenario 1/(1/C + 1/V) = $LIMIT requests/s (C = ceiling);"
+    r=$(ratio "$(get miss)" "$LIMIT")
+    echo "  cache-miss RS256 reaches $r of it (target 0.90: $(verdict "$r" 0.90))"
+    for s in rs256 es256 cookie; do
+        a=$(ratio "$(get $s)" "$(get authreq)")
+        b=$(ratio "$(get $s)" "$(get ap_oauth2)")
+        echo "- ${LABEL[$s]}: ${a}× the auth_request floor (target 2.5: $(verdict "$a" 2.5)), ${b}× Apache mod_oauth2 (target 10: $(verdict "$b" 10))"
+    done
+    echo "- bounds of those two targets in this run: the ceiling itself (nginx with no auth at all) is"
+    echo "  $(ratio "$C" "$(get authreq)")× the auth_request floor and $(ratio "$C" "$(get ap_oauth2)")× Apache mod_oauth2; no check inside nginx can exceed it"
+    echo
+fi
+if want nonblocking; then
+    echo "Non-blocking: $LOGINS logins at a time wait on a token endpoint that answers after 2 s"
+    echo "(3 waves; every login was still waiting when the load ended in $NB_HELD of 3 waves;"
+    echo "$NB_OK of $((3 * LOGINS)) logins then completed with a session):"
+    echo
+    echo "| public location, 1 s of wrk | requests/s | p99 latency |"
+    echo "|---|---:|---:|"
+    printf '| idle | %.0f | %s ms |\n' "$IDLE_RPS" "$IDLE_P99"
+    printf '| %d logins waiting | %.0f | %s ms |\n' "$LOGINS" "$BUSY_RPS" "$BUSY_P99"
+    echo
+    r=$(ratio "$BUSY_P99" "$IDLE_P99")
+    ok=$(awk -v r="$r" -v h="$NB_HELD" -v n="$NB_OK" -v t="$((3 * LOGINS))" 'BEGIN { print (r <= 2 && h == 3 && n == t) ? "met" : "missed" }')
+    echo "p99 while they wait: ${r}× the idle p99 (target ≤ 2 with every login held and completed: $ok)."
+    echo
+fi
+if want memory; then
+    echo "Memory: one worker, \`oauth2_token_cache $MEM_CACHE\` ($MEM_ENTRIES entries), fed $MEM_TOKENS distinct"
+    echo "valid tokens, one request each ($MEM_OK answered 200, $MEM_BAD otherwise):"
+    echo "worker RSS $RSS0 KiB before (the fixed overhead), $RSS1 KiB after: grew $((RSS1 - RSS0)) KiB"
+    ok=$( [ $((RSS1 - RSS0)) -le "$MEM_BOUND_KB" ] && [ "$MEM_OK" = "$MEM_TOKENS" ] && echo met || echo missed)
+    echo "against a bound of $MEM_BOUND_KB KiB (target: growth ≤ bound, every token accepted: $ok)."
+    echo
+fi
+    echo "The nginx ceiling, the auth_request floor and the Apache peers get the same request as the"
+    echo "RS256 scenario (with its Authorization header); the cookie scenario is also compared with the"
+    echo "ceiling fed its Cookie header. wrk -t1 -c$CONNECTIONS -d${DURATION}s, one nginx worker, one Apache"
+    echo "process (event MPM, 64 threads), all on 127.0.0.1;"
+    echo "$(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(uname -sr), $(date -u +%Y-%m-%d),"
+    echo "$("$NGINX" -v 2>&1 | sed 's/.*: //'), $(/usr/sbin/apache2 -v | awk -F': ' '/version/ {print $2}'),"
+    echo "mod_oauth2 $(dpkg-query -W -f='${Version}' libapache2-mod-oauth2), mod_auth_openidc $(dpkg-query -W -f='${Version}' libapache2-mod-auth-openidc)."
 } > "$WORK/table.md"
 cat "$WORK/table.md"
-{
-    echo "# Benchmark results"
-    echo
-    echo "Produced by \`bench/run.sh\` (all numbers from one run; ratios against the ceiling measured in the same run)."
-    echo
-    cat "$WORK/table.md"
-} > "$TOP/bench/RESULTS.md"
+if [ "${SCENARIOS[*]}" = "$ALL_SCENARIOS" ] && [ "$PARTS" = "throughput nonblocking memory" ]; then
+    {
+        echo "# Benchmark results"
+        echo
+        echo "Produced by \`bench/run.sh\` (all numbers from one run; ratios against the ceiling measured in the same run)."
+        echo
+        cat "$WORK/table.md"
+    } > "$TOP/bench/RESULTS.md"
+fi

@@ -12,7 +12,8 @@
 //                        one) to test how the module rejects bad tokens
 //   POST /__test/rotate  add a new signing key in front of the old ones
 //   POST /__test/delay   {"jwks": MS}: answer the key set late
-//   POST /__test/fault   {"jwks":"garbage"|"empty", "token":500|"badjson", "delay":MS}:
+//   POST /__test/fault   {"jwks":"garbage"|"empty", "token":500|"badjson", "delay":MS,
+//                         "tokenDelay":MS (the token endpoint only)}:
 //                        misbehave (null or 0 clears a fault)
 //   GET  /__test/stats   how often each endpoint was called
 // --jwks-delay MS makes the key set answer late (requests must wait for it).
@@ -59,7 +60,7 @@ if (fs.existsSync(keyFile)) {
 }
 
 const stats = {};
-// faults set by POST /__test/fault: {"jwks":"garbage"|"empty", "token":500|"badjson", "delay":MS}
+// faults set by POST /__test/fault: {"jwks":"garbage"|"empty", "token":500|"badjson", "delay":MS, "tokenDelay":MS}
 const faults = {};
 const count = (name) => { stats[name] = (stats[name] || 0) + 1; };
 
@@ -218,6 +219,9 @@ const server = http.createServer(async (req, res) => {
     return;
   }
   if (faults.delay) await new Promise((r) => { setTimeout(r, faults.delay); });
+  if (url.pathname === '/token' && faults.tokenDelay) {
+    await new Promise((r) => { setTimeout(r, faults.tokenDelay); });
+  }
   if (url.pathname === '/jwks' && faults.jwks) {
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(faults.jwks === 'empty' ? '{"keys":[]}' : 'this is not JSON {');
