@@ -212,16 +212,25 @@ pub fn verify(parsed: &Parsed<'_>, sets: &[&KeySet]) -> Result<(), Rejection> {
     if !known {
         return Err(Rejection::UnknownKey);
     }
+    let mut signature = None;
     for key in candidates {
-        match jsonwebtoken::crypto::verify(
-            parsed.signature,
-            parsed.signing_input.as_bytes(),
-            key.decoding(),
-            parsed.alg,
-        ) {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(_) => {}
+        let ok = match key.parsed(parsed.alg) {
+            Some(pk) => {
+                // decoded once, for however many candidate keys
+                let sig = signature.get_or_insert_with(|| URL_SAFE_NO_PAD.decode(parsed.signature).ok());
+                sig.as_ref().is_some_and(|s| pk.verify_sig(parsed.signing_input.as_bytes(), s).is_ok())
+            }
+            // HMAC secrets: jsonwebtoken's constant-time check
+            None => jsonwebtoken::crypto::verify(
+                parsed.signature,
+                parsed.signing_input.as_bytes(),
+                key.decoding(),
+                parsed.alg,
+            )
+            .unwrap_or(false),
+        };
+        if ok {
+            return Ok(());
         }
     }
     Err(Rejection::BadSignature)
@@ -412,6 +421,22 @@ mod tests {
         assert_eq!(check(&sign(&c)).unwrap_err(), Rejection::WrongAudience);
         c.as_object_mut().unwrap().remove("aud");
         assert_eq!(check(&sign(&c)).unwrap_err(), Rejection::WrongAudience);
+    }
+
+    #[test]
+    fn every_rsa_algorithm_with_the_parsed_key() {
+        // the same key, not pinned to RS256
+        let jwks = RSA_JWKS.replace(r#""alg":"RS256","#, "").replace(r#","alg":"RS256""#, "");
+        assert!(!jwks.contains("RS256"));
+        let set = KeySet::parse(jwks.as_bytes(), KeySource::Network).unwrap();
+        let mut p = policy();
+        p.algorithms.extend([Algorithm::PS256, Algorithm::PS384, Algorithm::PS512, Algorithm::RS384, Algorithm::RS512]);
+        for alg in [Algorithm::RS256, Algorithm::RS384, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384, Algorithm::PS512] {
+            let t = sign_with(&claims(), alg, Some("test-rsa"), RSA_PRIV);
+            assert!(validate(&t, &[&set], &p, NOW).is_ok(), "{alg:?}");
+            let f = sign_with(&claims(), alg, Some("test-rsa"), FOREIGN_PRIV);
+            assert_eq!(validate(&f, &[&set], &p, NOW).unwrap_err(), Rejection::BadSignature, "{alg:?}");
+        }
     }
 
     #[test]

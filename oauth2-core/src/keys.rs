@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaPublicKeyComponents};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
@@ -28,6 +31,10 @@ pub struct Key {
     alg: Option<String>,
     kind: KeyKind,
     decoding: DecodingKey,
+    /// The public key parsed once per algorithm it may verify, so a
+    /// signature check does not rebuild it (for RSA: the modulus and its
+    /// Montgomery constants) on every token. HMAC keys have none.
+    parsed: Vec<(Algorithm, ParsedPublicKey)>,
 }
 
 impl std::fmt::Debug for Key {
@@ -64,6 +71,11 @@ impl Key {
 
     pub fn decoding(&self) -> &DecodingKey {
         &self.decoding
+    }
+
+    /// The pre-parsed public key for `alg`, if this key has one.
+    pub fn parsed(&self, alg: Algorithm) -> Option<&ParsedPublicKey> {
+        self.parsed.iter().find(|(a, _)| *a == alg).map(|(_, k)| k)
     }
 }
 
@@ -196,7 +208,73 @@ fn parse_key(v: serde_json::Value, source: KeySource) -> Result<Key, String> {
     };
     let alg = jwk.common.key_algorithm.map(|a| format!("{a}"));
     let decoding = DecodingKey::from_jwk(&jwk).map_err(|e| format!("{e}"))?;
-    Ok(Key { kid: jwk.common.key_id.clone(), alg, kind, decoding })
+    let mut key = Key { kid: jwk.common.key_id.clone(), alg, kind, decoding, parsed: Vec::new() };
+    key.parsed = parse_public(&jwk.algorithm, &key)?;
+    Ok(key)
+}
+
+fn b64_field(v: &str, what: &str) -> Result<Vec<u8>, String> {
+    URL_SAFE_NO_PAD
+        .decode(v.trim_end_matches('='))
+        .map_err(|_| format!("\"{what}\" is not base64url"))
+}
+
+/// Left-pad an EC coordinate to the field size (some JWKs drop leading zeros).
+fn coordinate(v: &str, what: &str, size: usize) -> Result<Vec<u8>, String> {
+    let b = b64_field(v, what)?;
+    if b.len() > size {
+        return Err(format!("\"{what}\" is longer than the curve's field"));
+    }
+    let mut out = vec![0u8; size - b.len()];
+    out.extend(b);
+    Ok(out)
+}
+
+/// Parse the public key once for every algorithm the key may verify.
+fn parse_public(params: &AlgorithmParameters, key: &Key) -> Result<Vec<(Algorithm, ParsedPublicKey)>, String> {
+    let rejected = |e: aws_lc_rs::error::KeyRejected| format!("the public key is not usable: {e}");
+    let mut out = Vec::new();
+    match params {
+        AlgorithmParameters::RSA(p) => {
+            let n = b64_field(&p.n, "n")?;
+            let e = b64_field(&p.e, "e")?;
+            let strip = |b: &[u8]| b.iter().position(|&x| x != 0).map_or(0, |i| i);
+            let c = RsaPublicKeyComponents { n: &n[strip(&n)..], e: &e[strip(&e)..] };
+            let algs: [(Algorithm, &'static sig::RsaParameters); 6] = [
+                (Algorithm::RS256, &sig::RSA_PKCS1_2048_8192_SHA256),
+                (Algorithm::RS384, &sig::RSA_PKCS1_2048_8192_SHA384),
+                (Algorithm::RS512, &sig::RSA_PKCS1_2048_8192_SHA512),
+                (Algorithm::PS256, &sig::RSA_PSS_2048_8192_SHA256),
+                (Algorithm::PS384, &sig::RSA_PSS_2048_8192_SHA384),
+                (Algorithm::PS512, &sig::RSA_PSS_2048_8192_SHA512),
+            ];
+            for (alg, params) in algs {
+                if key.fits(alg) {
+                    out.push((alg, c.to_parsed_public_key(params).map_err(rejected)?));
+                }
+            }
+        }
+        AlgorithmParameters::EllipticCurve(p) => {
+            let (alg, size, verify): (_, _, &'static sig::EcdsaVerificationAlgorithm) = match key.kind {
+                KeyKind::EcP256 => (Algorithm::ES256, 32, &sig::ECDSA_P256_SHA256_FIXED),
+                _ => (Algorithm::ES384, 48, &sig::ECDSA_P384_SHA384_FIXED),
+            };
+            if key.fits(alg) {
+                let mut point = vec![4u8];
+                point.extend(coordinate(&p.x, "x", size)?);
+                point.extend(coordinate(&p.y, "y", size)?);
+                out.push((alg, ParsedPublicKey::new(verify, point).map_err(rejected)?));
+            }
+        }
+        AlgorithmParameters::OctetKeyPair(p) => {
+            if key.fits(Algorithm::EdDSA) {
+                let x = b64_field(&p.x, "x")?;
+                out.push((Algorithm::EdDSA, ParsedPublicKey::new(&sig::ED25519, x).map_err(rejected)?));
+            }
+        }
+        _ => {}
+    }
+    Ok(out)
 }
 
 /// The parts of the OpenID Provider metadata the module uses.
@@ -280,6 +358,26 @@ mod tests {
         assert!(matches!(s.lookup(Some("r1"), Algorithm::HS256), Lookup::NoFittingKey));
         assert!(matches!(s.lookup(None, Algorithm::ES256), Lookup::Found(v) if v.len() == 1));
         assert!(matches!(s.lookup(None, Algorithm::ES384), Lookup::NoFittingKey));
+    }
+
+    #[test]
+    fn public_keys_are_parsed_once_per_algorithm() {
+        let s = set(&[RSA_JWK, EC_JWK], KeySource::Network).unwrap();
+        // "alg":"RS256" in the JWK: only that one
+        assert!(s.keys[0].parsed(Algorithm::RS256).is_some());
+        assert!(s.keys[0].parsed(Algorithm::PS256).is_none());
+        assert!(s.keys[1].parsed(Algorithm::ES256).is_some());
+        // without "alg": every RSA algorithm
+        let any = RSA_JWK.replace(r#""alg":"RS256","#, "");
+        let s = set(&[&any], KeySource::Network).unwrap();
+        for a in [Algorithm::RS256, Algorithm::RS384, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384, Algorithm::PS512] {
+            assert!(s.keys[0].parsed(a).is_some(), "{a:?}");
+        }
+        // a point that is not on the curve is skipped, with why
+        let off = EC_JWK.replace("x_FEzRu9", "AAAAAAAA");
+        let s = set(&[RSA_JWK, &off], KeySource::Network).unwrap();
+        assert_eq!(s.keys.len(), 1);
+        assert!(s.skipped[0].contains("not usable"), "{:?}", s.skipped);
     }
 
     #[test]
