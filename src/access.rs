@@ -16,7 +16,7 @@ use oauth2_core::authz::{self, Denied};
 use oauth2_core::cache;
 use oauth2_core::config::TokenValidation;
 use oauth2_core::introspection::{self, IntrospectionError};
-use oauth2_core::decide::{self, Action, Credential, RequestFacts};
+use oauth2_core::decide::{self, Action, Candidate, RequestFacts};
 use oauth2_core::jwt::{self, Claims};
 use oauth2_core::Rejection;
 
@@ -30,7 +30,7 @@ pub struct Ctx {
     r: *mut ngx_http_request_t,
     pub method: &'static str,
     pub claims: Option<Arc<Claims>>,
-    pub token: Option<String>,
+    pub token: Option<Token>,
     pub error: Option<Rejection>,
     /// A key refetch was already asked for this request.
     refetched: bool,
@@ -40,6 +40,23 @@ pub struct Ctx {
     pub callback: Option<crate::endpoints::CallbackStep>,
     /// Authenticated but refused by a rule (`$oauth2_error`).
     pub denied: Option<&'static str>,
+}
+
+/// The access token of an authenticated request, not copied: the request's
+/// own `Authorization` header value (in the request's memory, which outlives
+/// the ctx: both go with the request pool), or the session it came with.
+pub enum Token {
+    Header(&'static [u8]),
+    Session(Arc<oauth2_core::session::Session>),
+}
+
+impl Ctx {
+    pub fn token(&self) -> Option<&str> {
+        match self.token.as_ref()? {
+            Token::Header(b) => std::str::from_utf8(b).ok(),
+            Token::Session(s) => Some(&s.access_token),
+        }
+    }
 }
 
 impl Drop for Ctx {
@@ -92,7 +109,8 @@ pub fn ctx_mut(r: &mut Request) -> Option<&mut Ctx> {
 
 fn header_value(h: *mut ngx_table_elt_t) -> Option<&'static [u8]> {
     // SAFETY: a non-null header element of the request is valid for the
-    // request's lifetime; we only read it while handling the request.
+    // request's lifetime; the slice is only kept by the request's ctx, which
+    // is dropped with the request pool.
     unsafe { h.as_ref().map(|h| h.value.as_bytes()) }
 }
 
@@ -184,18 +202,17 @@ pub fn handler(r: &mut Request) -> Status {
     let raw: *mut ngx_http_request_t = r.into();
     // SAFETY: headers_in.authorization is null or a header of this request.
     let authz = header_value(unsafe { (*raw).headers_in.authorization });
-    match decide::extract_bearer(authz) {
-        Credential::Bearer(token) => bearer(r, lc, &rt, token),
-        Credential::MalformedBearer => reject(r, lc, Rejection::Malformed, 1),
-        Credential::None => {
+    match decide::bearer_candidate(authz) {
+        Candidate::Token(token) => bearer(r, lc, &rt, token),
+        Candidate::Malformed => reject(r, lc, Rejection::Malformed, 1),
+        Candidate::None => {
             if let Some(sc) = rt.session.as_ref() {
                 match crate::endpoints::session_for_access(r, &rt, sc) {
                     SessionOutcome::Wait => return Status::NGX_AGAIN,
                     SessionOutcome::Valid(s) => {
                         ngx_log_debug_http!(r, "oauth2: session accepted");
-                        let scope = s.scope.clone().unwrap_or_default();
-                        let scopes: Vec<&str> = scope.split(' ').filter(|x| !x.is_empty()).collect();
-                        return authorized(r, lc, &rt, "cookie", s.access_token.clone(), s.claims.clone(), Some(&scopes));
+                        let claims = s.claims.clone();
+                        return authorized(r, lc, &rt, "cookie", Token::Session(s), claims);
                     }
                     SessionOutcome::None => {}
                     SessionOutcome::Unavailable => {
@@ -255,16 +272,18 @@ fn authorized(
     lc: &LocConf,
     rt: &LocRuntime,
     method: &'static str,
-    token: String,
+    token: Token,
     claims: Arc<Claims>,
-    session_scopes: Option<&[&str]>,
 ) -> Status {
     let checked = if rt.claim_rules.is_empty() && rt.required_scopes.is_empty() {
         Ok(())
     } else {
-        let scopes = match session_scopes {
-            Some(s) => s.to_vec(),
-            None => authz::token_scopes(&claims),
+        let scopes = match &token {
+            // the scope the token endpoint granted the session
+            Token::Session(s) => {
+                s.scope.as_deref().unwrap_or("").split(' ').filter(|x| !x.is_empty()).collect()
+            }
+            Token::Header(_) => authz::token_scopes(&claims),
         };
         authz::check(&claims, &scopes, &rt.claim_rules, &rt.required_scopes)
     };
@@ -297,7 +316,17 @@ enum Outcome {
     Wait,
 }
 
-fn bearer(r: &mut Request, lc: &LocConf, rt: &LocRuntime, token: &str) -> Status {
+fn bearer(r: &mut Request, lc: &LocConf, rt: &LocRuntime, raw_token: &'static [u8]) -> Status {
+    let now = ngx_time() as u64;
+    let key = cache::key(rt.policy_id, raw_token);
+    // A token validated before: no scan, no parse, no copy.
+    if let Some(claims) = with_worker(|w| w.cache.get(&key, now)).flatten() {
+        ngx_log_debug_http!(r, "oauth2: bearer token accepted (cached)");
+        return authorized(r, lc, rt, "bearer", Token::Header(raw_token), claims);
+    }
+    let Some(token) = decide::token68(raw_token) else {
+        return reject(r, lc, Rejection::Malformed, 1);
+    };
     let introspect = match rt.token_validation {
         TokenValidation::Jwt => false,
         TokenValidation::Introspection => true,
@@ -310,12 +339,7 @@ fn bearer(r: &mut Request, lc: &LocConf, rt: &LocRuntime, token: &str) -> Status
     let raw: *mut ngx_http_request_t = r.into();
     let Some(ctx) = ctx_mut(r) else { return Status(500) };
     let refetched = ctx.refetched;
-    let now = ngx_time() as u64;
-    let key = cache::key(rt.policy_id, token);
     let outcome = with_worker(|w| {
-        if let Some(claims) = w.cache.get(&key, now) {
-            return Outcome::Valid(claims);
-        }
         if introspect {
             return introspection_step(w, rt, token, key, raw, now);
         }
@@ -359,7 +383,7 @@ fn bearer(r: &mut Request, lc: &LocConf, rt: &LocRuntime, token: &str) -> Status
         }
         Outcome::Valid(claims) => {
             ngx_log_debug_http!(r, "oauth2: bearer token accepted");
-            authorized(r, lc, rt, "bearer", token.to_string(), claims, None)
+            authorized(r, lc, rt, "bearer", Token::Header(raw_token), claims)
         }
         Outcome::Invalid(why, retry) => {
             ctx.waiting = false;

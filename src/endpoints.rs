@@ -2,6 +2,7 @@
 //! and `oauth2_sign_out` content handlers, and the session cookie (open,
 //! refresh, re-issue, strip from the upstream request).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ptr;
 use std::sync::Arc;
@@ -266,12 +267,7 @@ pub fn strip_cookies(r: &mut Request, sc: &SessionConf) {
                     continue;
                 }
                 let Ok(v) = h.value.to_str() else { continue };
-                let kept: Vec<String> = session::parse_cookies(v)
-                    .filter(|(k, _)| !is_module_cookie(sc, k))
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
-                let nv = kept.join("; ");
-                if nv.len() != v.len() {
+                if let Some(nv) = session::without_cookies(v, |k| is_module_cookie(sc, k)) {
                     if let Some(s) = ngx_str_t::from_bytes(pool.as_ptr(), nv.as_bytes()) {
                         h.value = s;
                     }
@@ -304,8 +300,9 @@ fn refresh_due(s: &Session) -> u64 {
 }
 
 /// The sealed session value of the request (its chunks joined), read from
-/// the Cookie headers without copying the other cookies.
-fn sealed_session(r: &Request, sc: &SessionConf) -> Option<String> {
+/// the Cookie headers without copying the other cookies (nor the value, when
+/// it fits in one cookie).
+fn sealed_session<'a>(r: &'a Request, sc: &SessionConf) -> Option<Cow<'a, str>> {
     let mut mine: Vec<(&str, &str)> = Vec::new();
     for (k, v) in r.headers_in_iterator() {
         if k.as_bytes().eq_ignore_ascii_case(b"cookie") {
@@ -317,18 +314,15 @@ fn sealed_session(r: &Request, sc: &SessionConf) -> Option<String> {
     session::join_chunks(&sc.cookie_name, |n| mine.iter().find(|(k, _)| *k == n).map(|(_, v)| *v))
 }
 
-/// Sessions already opened in this worker are reused until their access
-/// token is due for a refresh or the session ends (keyed by a hash of the
-/// whole sealed value, so any other cookie opens afresh).
-const SESSION_CACHE_POLICY: u32 = u32::MAX;
-
 /// Open the session; refresh it when its access token is (nearly) expired.
+/// Sessions already opened in this worker are reused until their access
+/// token is due for a refresh or the session ends (matched on the whole
+/// sealed value, so any other cookie opens afresh).
 pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) -> SessionOutcome {
     let t = now();
     let sealed = sealed_session(r, sc);
-    let key = sealed.as_deref().map(|v| oauth2_core::cache::key(SESSION_CACHE_POLICY, v));
-    if let Some(k) = &key {
-        if let Some(s) = with_worker(|w| w.sessions.get(k, t)).flatten() {
+    if let Some(v) = sealed.as_deref() {
+        if let Some(s) = with_worker(|w| w.sessions.get(v, t)).flatten() {
             return SessionOutcome::Valid(s);
         }
     }
@@ -342,9 +336,9 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
     };
     let s = Arc::new(s);
     if t < refresh_due(&s) {
-        if let Some(k) = key {
+        if let Some(v) = sealed.as_deref() {
             let until = refresh_due(&s).min(s.created.saturating_add(sc.lifetime));
-            with_worker(|w| w.sessions.insert(k, s.clone(), until));
+            with_worker(|w| w.sessions.insert(v, s.clone(), until));
         }
         return SessionOutcome::Valid(s);
     }

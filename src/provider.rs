@@ -143,8 +143,8 @@ pub struct Worker {
     pub login: crate::endpoints::LoginState,
     /// Validated tokens (JWT and introspection), by a hash of the token.
     pub cache: TokenCache<Arc<Claims>>,
-    /// Opened sessions, by a hash of the sealed cookie value.
-    pub sessions: TokenCache<Arc<oauth2_core::session::Session>>,
+    /// Opened sessions, by their sealed cookie value.
+    pub sessions: oauth2_core::session::SessionCache,
     /// Introspections in flight, by the token's cache key.
     pub introspections: HashMap<oauth2_core::cache::Key, u64>,
     shared: Arc<Shared>,
@@ -286,7 +286,7 @@ pub fn init_worker(
             jobs: job_tx,
             login: Default::default(),
             cache: TokenCache::new(cache_entries),
-            sessions: TokenCache::new(cache_entries),
+            sessions: oauth2_core::session::SessionCache::new(cache_entries),
             introspections: HashMap::new(),
             shared,
             conn,

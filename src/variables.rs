@@ -60,7 +60,7 @@ fn value(r: &Request, var: Var, data: usize) -> Option<String> {
     match var {
         Var::Sub => claims.and_then(|c| claim_value(c, "sub")),
         Var::Email => claims.and_then(|c| claim_value(c, "email")),
-        Var::AccessToken => ctx.token.as_deref().map(sanitize),
+        Var::AccessToken => ctx.token().map(sanitize),
         Var::AuthMethod => Some(ctx.method.to_string()),
         Var::Error => ctx.error.map(|e| e.code()).or(ctx.denied).map(str::to_string),
         Var::Claim => {

@@ -9,10 +9,10 @@ use aws_lc_rs::digest;
 pub type Key = [u8; 32];
 
 /// The cache key of a token for one validation policy.
-pub fn key(policy: u32, token: &str) -> Key {
+pub fn key(policy: u32, token: impl AsRef<[u8]>) -> Key {
     let mut ctx = digest::Context::new(&digest::SHA256);
     ctx.update(&policy.to_le_bytes());
-    ctx.update(token.as_bytes());
+    ctx.update(token.as_ref());
     let d = ctx.finish();
     let mut k = [0u8; 32];
     k.copy_from_slice(d.as_ref());

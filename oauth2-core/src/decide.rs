@@ -15,29 +15,54 @@ pub enum Credential<'a> {
     MalformedBearer,
 }
 
-/// RFC 6750 §2.1: `Bearer` (any case), one or more spaces, a token68.
-pub fn extract_bearer(authorization: Option<&[u8]>) -> Credential<'_> {
-    let Some(h) = authorization else { return Credential::None };
+/// The `Authorization` header's bearer token before its syntax is checked:
+/// the scheme and the whitespace only. A token found in the validated-token
+/// cache skips the token68 scan (it passed it when it was first validated).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Candidate<'a> {
+    None,
+    Malformed,
+    Token(&'a [u8]),
+}
+
+/// RFC 6750 §2.1: `Bearer` (any case), one or more spaces, then the token.
+pub fn bearer_candidate(authorization: Option<&[u8]>) -> Candidate<'_> {
+    let Some(h) = authorization else { return Candidate::None };
     let h = trim_ows(h);
     if h.len() < 6 || !h[..6].eq_ignore_ascii_case(b"bearer") {
-        return Credential::None;
+        return Candidate::None;
     }
     let rest = &h[6..];
     if rest.is_empty() {
-        return Credential::MalformedBearer;
+        return Candidate::Malformed;
     }
     if rest[0] != b' ' && rest[0] != b'\t' {
         // e.g. "BearerXYZ": another scheme name
-        return Credential::None;
+        return Candidate::None;
     }
     let token = trim_ows(rest);
+    if token.is_empty() {
+        return Candidate::Malformed;
+    }
+    Candidate::Token(token)
+}
+
+/// The token68 syntax check (RFC 6750 §2.1) of a bearer candidate.
+pub fn token68(token: &[u8]) -> Option<&str> {
     let body_len = token.iter().position(|&b| !TOKEN68[b as usize]).unwrap_or(token.len());
     if token.is_empty() || body_len == 0 || !token[body_len..].iter().all(|&b| b == b'=') {
-        return Credential::MalformedBearer;
+        return None;
     }
-    match std::str::from_utf8(token) {
-        Ok(t) => Credential::Bearer(t),
-        Err(_) => Credential::MalformedBearer,
+    // token68 is ASCII
+    std::str::from_utf8(token).ok()
+}
+
+/// RFC 6750 §2.1: `Bearer` (any case), one or more spaces, a token68.
+pub fn extract_bearer(authorization: Option<&[u8]>) -> Credential<'_> {
+    match bearer_candidate(authorization) {
+        Candidate::None => Credential::None,
+        Candidate::Malformed => Credential::MalformedBearer,
+        Candidate::Token(t) => token68(t).map_or(Credential::MalformedBearer, Credential::Bearer),
     }
 }
 
@@ -178,6 +203,11 @@ mod tests {
     #[test]
     fn bearer_extraction() {
         assert_eq!(extract_bearer(None), Credential::None);
+        // the candidate is the trimmed token, its syntax checked apart
+        assert_eq!(bearer_candidate(Some(b" Bearer  a b ")), Candidate::Token(b"a b"));
+        assert_eq!(token68(b"a b"), None);
+        assert_eq!(token68(b"ab=="), Some("ab=="));
+        assert_eq!(bearer_candidate(Some(b"Bearer \t")), Candidate::Malformed);
         assert_eq!(extract_bearer(Some(b"Bearer abc.def-_~+/=")), Credential::Bearer("abc.def-_~+/="));
         assert_eq!(extract_bearer(Some(b"bearer abc")), Credential::Bearer("abc"));
         assert_eq!(extract_bearer(Some(b"BEARER    abc  ")), Credential::Bearer("abc"));

@@ -5,6 +5,9 @@ use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LE
 use aws_lc_rs::digest;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// Cookie values longer than this are split into numbered chunks.
@@ -223,10 +226,10 @@ pub fn split_chunks(name: &str, value: &str) -> Option<Vec<(String, String)>> {
 
 /// Put chunk cookies back together; `None` if a chunk is missing or the
 /// count is out of bounds.
-pub fn join_chunks<'a>(name: &str, get: impl Fn(&str) -> Option<&'a str>) -> Option<String> {
+pub fn join_chunks<'a>(name: &str, get: impl Fn(&str) -> Option<&'a str>) -> Option<Cow<'a, str>> {
     let first = get(name)?;
     if first.starts_with("v1.") {
-        return Some(first.to_string());
+        return Some(Cow::Borrowed(first));
     }
     let (n, rest) = first.split_once('.')?;
     let n: usize = n.parse().ok()?;
@@ -236,6 +239,61 @@ pub fn join_chunks<'a>(name: &str, get: impl Fn(&str) -> Option<&'a str>) -> Opt
     let mut out = rest.to_string();
     for i in 1..n {
         out.push_str(get(&format!("{name}_{i}"))?);
+    }
+    Some(Cow::Owned(out))
+}
+
+/// The key of an opened session in the per-worker cache: a hash of the
+/// sealed value's length and ends (its nonce and its AES-GCM tag), so the
+/// whole value is not hashed on every request. A hit counts only when the
+/// cached sealed value equals the presented one byte for byte
+/// (`SessionCache::get`).
+pub fn cache_key(sealed: &str) -> crate::cache::Key {
+    const END: usize = 48;
+    let b = sealed.as_bytes();
+    let head = &b[..b.len().min(END)];
+    let tail = &b[b.len().saturating_sub(END)..];
+    let mut buf = [0u8; 8 + 2 * END];
+    buf[..8].copy_from_slice(&(b.len() as u64).to_le_bytes());
+    buf[8..8 + head.len()].copy_from_slice(head);
+    buf[8 + END..8 + END + tail.len()].copy_from_slice(tail);
+    crate::cache::key(u32::MAX, &buf[..])
+}
+
+/// Opened sessions by `cache_key`, each with the sealed value it came from.
+pub struct SessionCache(crate::cache::TokenCache<(Arc<str>, Arc<Session>)>);
+
+impl SessionCache {
+    pub fn new(cap: usize) -> Self {
+        SessionCache(crate::cache::TokenCache::new(cap))
+    }
+
+    pub fn get(&mut self, sealed: &str, now: u64) -> Option<Arc<Session>> {
+        match self.0.get(&cache_key(sealed), now) {
+            Some((v, s)) if *v == *sealed => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn insert(&mut self, sealed: &str, s: Arc<Session>, until: u64) {
+        self.0.insert(cache_key(sealed), (Arc::from(sealed), s), until);
+    }
+}
+
+/// The `Cookie` header without the cookies `drop` names, or `None` when it
+/// has none of them (the common case costs no allocation).
+pub fn without_cookies(header: &str, drop: impl Fn(&str) -> bool) -> Option<String> {
+    if !parse_cookies(header).any(|(k, _)| drop(k)) {
+        return None;
+    }
+    let mut out = String::with_capacity(header.len());
+    for (k, v) in parse_cookies(header).filter(|(k, _)| !drop(k)) {
+        if !out.is_empty() {
+            out.push_str("; ");
+        }
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
     }
     Some(out)
 }
@@ -279,6 +337,41 @@ fn percent_decode(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_cache_needs_the_whole_value() {
+        let keys = CookieKeys::parse(&key_line(1)).unwrap();
+        let sealed = keys.seal(Purpose::Session, &[b'x'; 300]);
+        let s = Arc::new(Session {
+            claims: Arc::default(),
+            access_token: "at".into(),
+            access_exp: 0,
+            refresh_token: None,
+            id_token: None,
+            scope: None,
+            created: 0,
+        });
+        let mut c = SessionCache::new(4);
+        c.insert(&sealed, s.clone(), 100);
+        assert!(Arc::ptr_eq(&c.get(&sealed, 10).unwrap(), &s));
+        // the same ends and length, another middle: same key, no hit
+        let mut forged = sealed.clone().into_bytes();
+        let mid = forged.len() / 2;
+        forged[mid] = if forged[mid] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).unwrap();
+        assert_eq!(cache_key(&forged), cache_key(&sealed));
+        assert!(c.get(&forged, 10).is_none());
+        // never past the entry's end
+        assert!(c.get(&sealed, 100).is_none());
+    }
+
+    #[test]
+    fn cookies_are_dropped_without_copying_the_rest() {
+        let drop = |k: &str| k == "s" || k.starts_with("s_");
+        assert_eq!(without_cookies("a=1; b=2", drop), None);
+        assert_eq!(without_cookies("a=1; s=xyz; b=\"2\"; s_1=q", drop).as_deref(), Some("a=1; b=2"));
+        assert_eq!(without_cookies("s=xyz", drop).as_deref(), Some(""));
+    }
 
     fn key_line(b: u8) -> String {
         STANDARD.encode([b; 32])
