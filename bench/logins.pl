@@ -46,8 +46,10 @@ if ($cmd eq 'prepare') {
     my $sel = IO::Select->new(@socks);
     my (%buf, $first);
     my ($ok, $last) = (0, 0);
-    while ($sel->count) {
-        for my $s ($sel->can_read(30)) {
+    # at most 60 s in all: a login that never answers counts as failed
+    my $deadline = time + 60;
+    while ($sel->count && time < $deadline) {
+        for my $s ($sel->can_read($deadline - time)) {
             my $n = sysread($s, my $chunk, 65536);
             if ($n) { $buf{$s} .= $chunk; next }
             my $t = time;

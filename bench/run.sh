@@ -196,10 +196,12 @@ median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 to_ms() { awk '{v = $1; if (v ~ /us$/) {sub(/us/, "", v); v /= 1000} else if (v ~ /ms$/) {sub(/ms/, "", v)} else if (v ~ /s$/) {sub(/s/, "", v); v *= 1000} printf "%.2f\n", v}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 declare -A RPS P99
-for s in "${SCENARIOS[@]}"; do
-    RPS[$s]=$(for r in $(seq 1 "$ROUNDS"); do rps "$WORK/$s.$r.txt"; done | median)
-    P99[$s]=$(for r in $(seq 1 "$ROUNDS"); do p99 "$WORK/$s.$r.txt" | to_ms; done | median)
-done
+if want throughput; then
+    for s in "${SCENARIOS[@]}"; do
+        RPS[$s]=$(for r in $(seq 1 "$ROUNDS"); do rps "$WORK/$s.$r.txt"; done | median)
+        P99[$s]=$(for r in $(seq 1 "$ROUNDS"); do p99 "$WORK/$s.$r.txt" | to_ms; done | median)
+    done
+fi
 get() { echo "${RPS[$1]:-0}"; }
 C=$(get ceiling)
 V=$(openssl speed -seconds 3 rsa2048 2>/dev/null | awk '/^rsa 2048/ {print $NF}')
@@ -280,42 +282,57 @@ node "$TOP/bench/mint.mjs" "$WORK/hs.k" "https://issuer.bench" "$MEM_TOKENS" HS2
 expect 200 -H "Authorization: Bearer $(head -1 "$WORK/mem.txt")" "http://127.0.0.1:$MEM_PORT/mem"
 expect 401 -H "Authorization: Bearer $(head -1 "$WORK/mem.txt")x" "http://127.0.0.1:$MEM_PORT/mem"
 RSS0=$(rss_kb)
-# every token once; when all are answered the script writes mem.done (with
-# the count of 200s and of other answers) and wrk is stopped
+# every token once: when the file is exhausted the script writes mem.eof and
+# asks for /end only; a second later (every answer is in) wrk is stopped and
+# its done() prints the count of tokens sent, of 200s and of other answers
 cat > "$WORK/mem.lua" <<LEOF
-local f = io.open("$WORK/mem.txt")
-local sent, ok, bad, eof, reported = 0, 0, 0, false, false
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
+init = function(args)
+    f = io.open("$WORK/mem.txt")
+    sent, ok, bad, eof, probed = 0, 0, 0, false, false
+end
 request = function()
+    -- wrk calls request() once to check the script and sends nothing:
+    -- that call must not use up a token
+    if not probed then
+        probed = true
+        return wrk.format("GET", "/end")
+    end
     local t = not eof and f:read("*l")
     if not t then
-        eof = true
+        if not eof then
+            eof = true
+            local d = io.open("$WORK/mem.eof", "w")
+            d:write("eof\\n")
+            d:close()
+        end
         return wrk.format("GET", "/end")
     end
     sent = sent + 1
     return wrk.format("GET", "/mem", { ["Authorization"] = "Bearer " .. t })
 end
 response = function(status, headers, body)
-    if reported then return end
     if headers["X-End"] == nil then
         if status == 200 then ok = ok + 1 else bad = bad + 1 end
     end
-    if eof and ok + bad >= sent then
-        reported = true
-        local d = io.open("$WORK/mem.done", "w")
-        d:write(ok, " ", bad, "\\n")
-        d:close()
+end
+done = function(summary, latency, requests)
+    for _, t in ipairs(threads) do
+        io.write(string.format("MEM %d %d %d\\n", t:get("sent"), t:get("ok"), t:get("bad")))
     end
 end
 LEOF
 echo "memory: sending them..." >&2
-rm -f "$WORK/mem.done"
+rm -f "$WORK/mem.eof"
 wrk -t1 -c"$CONNECTIONS" -d900s -s "$WORK/mem.lua" "http://127.0.0.1:$MEM_PORT" > "$WORK/mem.wrk.txt" 2>&1 &
 mem_wrk=$!
-until [ -s "$WORK/mem.done" ] || ! kill -0 "$mem_wrk" 2>/dev/null; do sleep 0.5; done
+until [ -s "$WORK/mem.eof" ] || ! kill -0 "$mem_wrk" 2>/dev/null; do sleep 0.5; done
+sleep 1
 kill -INT "$mem_wrk" 2>/dev/null || true
 wait "$mem_wrk" || true
 RSS1=$(rss_kb)
-read -r MEM_OK MEM_BAD < "$WORK/mem.done"
+read -r MEM_SENT MEM_OK MEM_BAD < <(awk '/^MEM / {print $2, $3, $4}' "$WORK/mem.wrk.txt")
 kill "$MEM_MASTER" 2>/dev/null || true
 fi
 MEM_ENTRIES=$(awk -v s="$MEM_CACHE" 'BEGIN { m = 1; if (s ~ /[kK]$/) m = 1024; if (s ~ /[mM]$/) m = 1048576; printf "%d", s * m / 2048 }')
@@ -371,7 +388,7 @@ if want nonblocking; then
 fi
 if want memory; then
     echo "Memory: one worker, \`oauth2_token_cache $MEM_CACHE\` ($MEM_ENTRIES entries), fed $MEM_TOKENS distinct"
-    echo "valid tokens, one request each ($MEM_OK answered 200, $MEM_BAD otherwise):"
+    echo "valid tokens, one request each ($MEM_SENT sent, $MEM_OK answered 200, $MEM_BAD otherwise):"
     echo "worker RSS $RSS0 KiB before (the fixed overhead), $RSS1 KiB after: grew $((RSS1 - RSS0)) KiB"
     ok=$( [ $((RSS1 - RSS0)) -le "$MEM_BOUND_KB" ] && [ "$MEM_OK" = "$MEM_TOKENS" ] && echo met || echo missed)
     echo "against a bound of $MEM_BOUND_KB KiB (target: growth ≤ bound, every token accepted: $ok)."
