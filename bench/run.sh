@@ -206,6 +206,13 @@ get() { echo "${RPS[$1]:-0}"; }
 C=$(get ceiling)
 V=$(openssl speed -seconds 3 rsa2048 2>/dev/null | awk '/^rsa 2048/ {print $NF}')
 LIMIT=$(awk -v c="$C" -v v="$V" 'BEGIN { if (c > 0) printf "%.0f", 1 / (1 / c + 1 / v); else print 0 }')
+# the module's own whole validation (parse, signature, claims) of a new
+# RS256 token, single-threaded, outside nginx (oauth2-core/examples/verify_speed.rs)
+VW=""
+if want throughput && [[ " ${SCENARIOS[*]} " == *" miss "* ]]; then
+    VW=$(cd "$TOP" && cargo run -q --release -p oauth2-core --example verify_speed 2>/dev/null \
+        | awk '/^RS256 jwt::validate/ {sub("/s", "", $NF); print $NF}')
+fi
 
 if want nonblocking; then
 # --- 2. non-blocking: 50 logins held by a token endpoint that answers after 2 s
@@ -362,6 +369,11 @@ if want throughput; then
     echo "  the cache-miss scenario 1/(1/C + 1/V) = $LIMIT requests/s (C = ceiling);"
     r=$(ratio "$(get miss)" "$LIMIT")
     echo "  cache-miss RS256 reaches $r of it (target 0.90: $(verdict "$r" 0.90))"
+    if [ -n "$VW" ]; then
+        LW=$(awk -v c="$C" -v v="$VW" 'BEGIN { printf "%.0f", 1 / (1 / c + 1 / v) }')
+        echo "  (the module's whole validation of a new RS256 token, outside nginx, runs at $VW/s;"
+        echo "  with it 1/(1/C + 1/that) = $LW requests/s, which the scenario reaches $(ratio "$(get miss)" "$LW") of)"
+    fi
     for s in rs256 es256 cookie; do
         a=$(ratio "$(get $s)" "$(get authreq)")
         b=$(ratio "$(get $s)" "$(get ap_oauth2)")
