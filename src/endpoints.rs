@@ -246,9 +246,9 @@ fn clear_session(r: &mut Request, sc: &SessionConf, cookies: &[(String, String)]
     }
 }
 
-fn is_module_cookie(sc: &SessionConf, name: &str) -> bool {
-    name.strip_prefix(sc.cookie_name.as_str())
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('_'))
+fn is_module_cookie(sc: &SessionConf, name: &[u8]) -> bool {
+    name.strip_prefix(sc.cookie_name.as_bytes())
+        .is_some_and(|rest| rest.is_empty() || rest[0] == b'_')
 }
 
 /// Remove the module's cookies from the `Cookie` header(s) sent upstream.
@@ -266,9 +266,8 @@ pub fn strip_cookies(r: &mut Request, sc: &SessionConf) {
                 if !h.key.as_bytes().eq_ignore_ascii_case(b"cookie") {
                     continue;
                 }
-                let Ok(v) = h.value.to_str() else { continue };
-                if let Some(nv) = session::without_cookies(v, |k| is_module_cookie(sc, k)) {
-                    if let Some(s) = ngx_str_t::from_bytes(pool.as_ptr(), nv.as_bytes()) {
+                if let Some(nv) = session::without_cookies(h.value.as_bytes(), |k| is_module_cookie(sc, k)) {
+                    if let Some(s) = ngx_str_t::from_bytes(pool.as_ptr(), &nv) {
                         h.value = s;
                     }
                 }
@@ -303,15 +302,25 @@ fn refresh_due(s: &Session) -> u64 {
 /// the Cookie headers without copying the other cookies (nor the value, when
 /// it fits in one cookie).
 fn sealed_session<'a>(r: &'a Request, sc: &SessionConf) -> Option<Cow<'a, str>> {
-    let mut mine: Vec<(&str, &str)> = Vec::new();
-    for (k, v) in r.headers_in_iterator() {
-        if k.as_bytes().eq_ignore_ascii_case(b"cookie") {
-            if let Ok(v) = v.to_str() {
-                mine.extend(session::parse_cookies(v).filter(|(n, _)| is_module_cookie(sc, n)));
-            }
-        }
+    let cookie_headers = || {
+        r.headers_in_iterator()
+            .filter(|(k, _)| k.as_bytes().eq_ignore_ascii_case(b"cookie"))
+            .map(|(_, v)| v.as_bytes())
+    };
+    // the common case: the first cookie of that name holds the whole value
+    let name = sc.cookie_name.as_bytes();
+    let first = cookie_headers()
+        .find_map(|v| session::cookie_pairs(v).find(|(k, _)| *k == name).map(|(_, v)| v))?;
+    let first = session::unquote(first);
+    if first.starts_with(b"v1.") {
+        return std::str::from_utf8(first).ok().map(Cow::Borrowed);
     }
-    session::join_chunks(&sc.cookie_name, |n| mine.iter().find(|(k, _)| *k == n).map(|(_, v)| *v))
+    let mine: Vec<(&[u8], &str)> = cookie_headers()
+        .flat_map(session::cookie_pairs)
+        .filter(|(k, _)| is_module_cookie(sc, k))
+        .filter_map(|(k, v)| Some((k, std::str::from_utf8(session::unquote(v)).ok()?)))
+        .collect();
+    session::join_chunks(&sc.cookie_name, |n| mine.iter().find(|(k, _)| *k == n.as_bytes()).map(|(_, v)| *v))
 }
 
 /// Open the session; refresh it when its access token is (nearly) expired.

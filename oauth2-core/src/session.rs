@@ -189,16 +189,56 @@ impl Session {
     }
 }
 
-/// Cookies of a request, in order (`Cookie: a=1; b=2`).
+/// Cookies of a request, in order (`Cookie: a=1; b=2`), values unquoted.
 pub fn parse_cookies(header: &str) -> impl Iterator<Item = (&str, &str)> {
-    header.split(';').filter_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        let k = k.trim();
-        if k.is_empty() {
-            return None;
-        }
-        Some((k, v.trim().trim_matches('"')))
+    cookie_pairs(header.as_bytes()).filter_map(|(k, v)| {
+        Some((std::str::from_utf8(k).ok()?, std::str::from_utf8(unquote(v)).ok()?))
     })
+}
+
+/// The cookies of one `Cookie` header value as bytes, in order: names and
+/// values trimmed of spaces, values still quoted if they were (`unquote`);
+/// pieces without `=` or with an empty name are skipped. Scans with memchr,
+/// no copy, no UTF-8 pass over long values.
+pub fn cookie_pairs(header: &[u8]) -> CookiePairs<'_> {
+    CookiePairs { rest: Some(header) }
+}
+
+pub struct CookiePairs<'a> {
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> Iterator for CookiePairs<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let rest = self.rest?;
+            let piece = match memchr::memchr(b';', rest) {
+                Some(i) => {
+                    self.rest = Some(&rest[i + 1..]);
+                    &rest[..i]
+                }
+                None => {
+                    self.rest = None;
+                    rest
+                }
+            };
+            let Some(eq) = memchr::memchr(b'=', piece) else { continue };
+            let name = piece[..eq].trim_ascii();
+            if name.is_empty() {
+                continue;
+            }
+            return Some((name, piece[eq + 1..].trim_ascii()));
+        }
+    }
+}
+
+/// A cookie value without its surrounding quotes.
+pub fn unquote(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|&b| b != b'"').unwrap_or(v.len());
+    let end = v.iter().rposition(|&b| b != b'"').map_or(start, |i| i + 1);
+    &v[start..end.max(start)]
 }
 
 /// Split a value into chunk cookies: `NAME` holds the first chunk, or, when
@@ -280,20 +320,30 @@ impl SessionCache {
     }
 }
 
-/// The `Cookie` header without the cookies `drop` names, or `None` when it
-/// has none of them (the common case costs no allocation).
-pub fn without_cookies(header: &str, drop: impl Fn(&str) -> bool) -> Option<String> {
-    if !parse_cookies(header).any(|(k, _)| drop(k)) {
+/// The `Cookie` header without the cookies `drop` names (the others kept
+/// as they came, quotes included), or `None` when it has none of them (the
+/// common case costs no allocation). The result is sized exactly.
+pub fn without_cookies(header: &[u8], drop: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
+    let (mut dropped, mut kept, mut len) = (false, 0usize, 0usize);
+    for (k, v) in cookie_pairs(header) {
+        if drop(k) {
+            dropped = true;
+        } else {
+            len += k.len() + 1 + v.len();
+            kept += 1;
+        }
+    }
+    if !dropped {
         return None;
     }
-    let mut out = String::with_capacity(header.len());
-    for (k, v) in parse_cookies(header).filter(|(k, _)| !drop(k)) {
+    let mut out = Vec::with_capacity(len + 2 * kept.saturating_sub(1));
+    for (k, v) in cookie_pairs(header).filter(|(k, _)| !drop(k)) {
         if !out.is_empty() {
-            out.push_str("; ");
+            out.extend_from_slice(b"; ");
         }
-        out.push_str(k);
-        out.push('=');
-        out.push_str(v);
+        out.extend_from_slice(k);
+        out.push(b'=');
+        out.extend_from_slice(v);
     }
     Some(out)
 }
@@ -367,10 +417,15 @@ mod tests {
 
     #[test]
     fn cookies_are_dropped_without_copying_the_rest() {
-        let drop = |k: &str| k == "s" || k.starts_with("s_");
-        assert_eq!(without_cookies("a=1; b=2", drop), None);
-        assert_eq!(without_cookies("a=1; s=xyz; b=\"2\"; s_1=q", drop).as_deref(), Some("a=1; b=2"));
-        assert_eq!(without_cookies("s=xyz", drop).as_deref(), Some(""));
+        let drop = |k: &[u8]| k == b"s" || k.starts_with(b"s_");
+        assert_eq!(without_cookies(b"a=1; b=2", drop), None);
+        let out = without_cookies(b"a=1;s=xyz; b=\"2\" ;s_1=q;c=3", drop).unwrap();
+        assert_eq!(out, b"a=1; b=\"2\"; c=3", "the others kept as they came, quotes included");
+        assert_eq!(out.capacity(), out.len(), "sized exactly");
+        assert_eq!(without_cookies(b"s=xyz", drop).as_deref(), Some(&b""[..]));
+        assert_eq!(without_cookies(b"s=xyz;s_1=q", drop).unwrap().capacity(), 0);
+        // a value that is not UTF-8 does not hide the module's cookies
+        assert_eq!(without_cookies(b"a=\xff; s=1", drop).as_deref(), Some(&b"a=\xff"[..]));
     }
 
     fn key_line(b: u8) -> String {
@@ -474,6 +529,12 @@ mod tests {
     fn cookies() {
         let c: Vec<_> = parse_cookies("a=1; b = 2 ;c=\"3\"; broken; =x; d=").collect();
         assert_eq!(c, vec![("a", "1"), ("b", "2"), ("c", "3"), ("d", "")]);
+        let raw: Vec<_> = cookie_pairs(b" s=\"v\" ;;x;t=a=b; u=\xff").collect();
+        assert_eq!(raw, vec![(&b"s"[..], &b"\"v\""[..]), (b"t", b"a=b"), (b"u", b"\xff")]);
+        assert_eq!(unquote(b"\"v\""), b"v");
+        assert_eq!(unquote(b"\"\""), b"");
+        assert_eq!(unquote(b"\""), b"");
+        assert_eq!(unquote(b"v"), b"v");
     }
 
     #[test]
