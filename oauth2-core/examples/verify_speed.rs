@@ -26,7 +26,7 @@ fn rate(what: &str, mut f: impl FnMut()) {
         }
         n += 100;
     }
-    println!("{what:<28} {:>9.0}/s", n as f64 / t.elapsed().as_secs_f64());
+    println!("{what:<28} {:>10.0}/s", n as f64 / t.elapsed().as_secs_f64());
 }
 
 fn main() {
@@ -53,6 +53,13 @@ fn main() {
         assert!(jwt::validate(&token, &[&set], &policy, NOW).is_ok());
         rate(&format!("{name} jwt::validate"), || {
             std::hint::black_box(jwt::validate(&token, &[&set], &policy, NOW).unwrap());
+        });
+        rate(&format!("{name} token syntax checks"), || {
+            let t = oauth2_core::decide::token68(std::hint::black_box(token.as_bytes())).unwrap();
+            assert!(jwt::looks_like_jwt(t));
+        });
+        rate(&format!("{name} jwt::parse"), || {
+            std::hint::black_box(jwt::parse(std::hint::black_box(&token), &policy).unwrap());
         });
         let parsed = jwt::parse(&token, &policy).unwrap();
         let dk = set.keys[0].decoding();

@@ -49,8 +49,9 @@ pub fn bearer_candidate(authorization: Option<&[u8]>) -> Candidate<'_> {
 
 /// The token68 syntax check (RFC 6750 §2.1) of a bearer candidate.
 pub fn token68(token: &[u8]) -> Option<&str> {
-    let body_len = token.iter().position(|&b| !TOKEN68[b as usize]).unwrap_or(token.len());
-    if token.is_empty() || body_len == 0 || !token[body_len..].iter().all(|&b| b == b'=') {
+    // the body, then any number of trailing `=`
+    let body = &token[..token.iter().rposition(|&b| b != b'=').map_or(0, |i| i + 1)];
+    if body.is_empty() || !crate::jwt::all_bytes(body, token68_byte) {
         return None;
     }
     // token68 is ASCII
@@ -66,18 +67,19 @@ pub fn extract_bearer(authorization: Option<&[u8]>) -> Credential<'_> {
     }
 }
 
-/// RFC 6750 token68 characters (before any trailing `=`), as a table: this
-/// runs on every request.
-static TOKEN68: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        t[i] = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
-        i += 1;
-    }
-    t
-};
+/// RFC 6750 token68 characters (before any trailing `=`), without branches
+/// or tables so that the scan compiles to vector code.
+#[inline(always)]
+fn token68_byte(c: u8) -> bool {
+    ((c | 0x20).wrapping_sub(b'a') < 26)
+        | (c.wrapping_sub(b'0') < 10)
+        | (c == b'-')
+        | (c == b'.')
+        | (c == b'_')
+        | (c == b'~')
+        | (c == b'+')
+        | (c == b'/')
+}
 
 fn trim_ows(mut b: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = b {
@@ -207,6 +209,21 @@ mod tests {
         assert_eq!(bearer_candidate(Some(b" Bearer  a b ")), Candidate::Token(b"a b"));
         assert_eq!(token68(b"a b"), None);
         assert_eq!(token68(b"ab=="), Some("ab=="));
+        assert_eq!(token68(b"=="), None);
+        assert_eq!(token68(b""), None);
+        assert_eq!(token68(b"a=b="), None, "= only at the end");
+        // the branch-free scan agrees with RFC 6750's grammar on every byte,
+        // in every position of a block (and across the 64-byte blocks)
+        for c in 0..=255u8 {
+            let rfc = c.is_ascii_alphanumeric() || b"-._~+/".contains(&c);
+            assert_eq!(token68_byte(c), rfc, "byte {c:#04x}");
+            for at in [0, 31, 63, 64, 100] {
+                let mut t = vec![b'a'; 101];
+                t[at] = c;
+                let ok = rfc || (c == b'=' && at == 100);
+                assert_eq!(token68(&t).is_some(), ok, "byte {c:#04x} at {at}");
+            }
+        }
         assert_eq!(bearer_candidate(Some(b"Bearer \t")), Candidate::Malformed);
         assert_eq!(extract_bearer(Some(b"Bearer abc.def-_~+/=")), Credential::Bearer("abc.def-_~+/="));
         assert_eq!(extract_bearer(Some(b"bearer abc")), Credential::Bearer("abc"));
