@@ -349,7 +349,10 @@ RSS1=$(rss_kb)
 read -r MEM_SENT MEM_OK MEM_BAD < <(awk '/^MEM / {print $2, $3, $4}' "$WORK/mem.wrk.txt")
 kill "$MEM_MASTER" 2>/dev/null || true
 fi
-MEM_ENTRIES=$(awk -v s="$MEM_CACHE" 'BEGIN { m = 1; if (s ~ /[kK]$/) m = 1024; if (s ~ /[mM]$/) m = 1048576; printf "%d", s * m / 2048 }')
+# the cache charges each entry 1536 bytes plus twice its token's length
+# (oauth2-core/src/cache.rs, entry_cost)
+MEM_TOKEN_LEN=$(head -1 "$WORK/mem.txt" 2>/dev/null | tr -d '\n' | wc -c)
+MEM_ENTRIES=$(awk -v s="$MEM_CACHE" -v l="$MEM_TOKEN_LEN" 'BEGIN { m = 1; if (s ~ /[kK]$/) m = 1024; if (s ~ /[mM]$/) m = 1048576; printf "%d", s * m / (1536 + 2 * l) }')
 MEM_BOUND_KB=$(awk -v s="$MEM_CACHE" 'BEGIN { m = 1; if (s ~ /[kK]$/) m = 1024; if (s ~ /[mM]$/) m = 1048576; printf "%d", s * m / 1024 }')
 
 # --- the report
@@ -416,7 +419,7 @@ if want nonblocking; then
     echo
 fi
 if want memory; then
-    echo "Memory: one worker, \`oauth2_token_cache $MEM_CACHE\` ($MEM_ENTRIES entries), fed $MEM_TOKENS distinct"
+    echo "Memory: one worker, \`oauth2_token_cache $MEM_CACHE\` ($MEM_ENTRIES entries of these $MEM_TOKEN_LEN-byte tokens), fed $MEM_TOKENS distinct"
     echo "valid tokens, one request each ($MEM_SENT sent, $MEM_OK answered 200, $MEM_BAD otherwise):"
     echo "worker RSS $RSS0 KiB before (the fixed overhead), $RSS1 KiB after: grew $((RSS1 - RSS0)) KiB"
     ok=$( [ $((RSS1 - RSS0)) -le "$MEM_BOUND_KB" ] && [ "$MEM_OK" = "$MEM_TOKENS" ] && echo met || echo missed)

@@ -318,9 +318,9 @@ enum Outcome {
 
 fn bearer(r: &mut Request, lc: &LocConf, rt: &LocRuntime, raw_token: &'static [u8]) -> Status {
     let now = ngx_time() as u64;
-    let key = cache::key(rt.policy_id, raw_token);
-    // A token validated before: no scan, no parse, no copy.
-    if let Some(claims) = with_worker(|w| w.cache.get(&key, now)).flatten() {
+    // A token validated before: no scan, no parse, no copy, no hash of the
+    // whole token (the cache hashes its ends and compares it whole).
+    if let Some(claims) = with_worker(|w| w.cache.get(rt.policy_id, raw_token, now)).flatten() {
         ngx_log_debug_http!(r, "oauth2: bearer token accepted (cached)");
         return authorized(r, lc, rt, "bearer", Token::Header(raw_token), claims);
     }
@@ -341,7 +341,7 @@ fn bearer(r: &mut Request, lc: &LocConf, rt: &LocRuntime, raw_token: &'static [u
     let refetched = ctx.refetched;
     let outcome = with_worker(|w| {
         if introspect {
-            return introspection_step(w, rt, token, key, raw, now);
+            return introspection_step(w, rt, token, raw, now);
         }
         let p = &mut w.providers[rt.provider];
         let sets = p.key_sets();
@@ -358,7 +358,7 @@ fn bearer(r: &mut Request, lc: &LocConf, rt: &LocRuntime, raw_token: &'static [u
         match jwt::validate(token, &refs, &rt.policy, now) {
             Ok(v) => {
                 let claims = Arc::new(v.claims);
-                w.cache.insert(key, claims.clone(), v.exp);
+                w.cache.insert(rt.policy_id, raw_token, claims.clone(), v.exp);
                 Outcome::Valid(claims)
             }
             Err(Rejection::UnknownKey) if !refetched && p.request_refetch() => {
@@ -399,10 +399,10 @@ fn introspection_step(
     w: &mut crate::provider::Worker,
     rt: &LocRuntime,
     token: &str,
-    key: cache::Key,
     raw: *mut ngx_http_request_t,
     now: u64,
 ) -> Outcome {
+    let key = cache::key(rt.policy_id, token);
     if let Some(job) = w.introspections.get(&key).copied() {
         match w.job_results.remove(&job) {
             None if w.job_waiting(job) => {
@@ -421,7 +421,7 @@ fn introspection_step(
                         Ok((claims, exp)) => {
                             let claims = Arc::new(claims);
                             let until = exp.unwrap_or(now + 60).min(now + 3600);
-                            w.cache.insert(key, claims.clone(), until);
+                            w.cache.insert(rt.policy_id, token.as_bytes(), claims.clone(), until);
                             Outcome::Valid(claims)
                         }
                         Err(IntrospectionError::Rejected(why)) => Outcome::Invalid(why, 1),

@@ -56,7 +56,7 @@ pub struct LocConf {
 
     pub require_claims: Option<Vec<ClaimRule>>,
     pub require_scopes: Option<Vec<String>>,
-    /// Entries of the token cache (`oauth2_token_cache SIZE | off`).
+    /// Bytes of the token cache (`oauth2_token_cache SIZE | off`).
     pub token_cache: Option<usize>,
 
     /// `oauth2_callback` / `oauth2_sign_out` (this location only).
@@ -152,17 +152,15 @@ pub struct MainConf {
     pub providers: Vec<ProviderSpec>,
     /// Distinct validation policies (their debug form), for cache keys.
     policies: Vec<String>,
-    /// The largest `oauth2_token_cache` of the configuration, in entries.
-    cache_entries: Option<usize>,
+    /// The largest `oauth2_token_cache` of the configuration, in bytes.
+    cache_bytes: Option<usize>,
 }
 
-/// Roughly what one cached token costs (claims, key, bookkeeping).
-pub const CACHE_ENTRY_BYTES: usize = 2048;
 pub const DEFAULT_TOKEN_CACHE: usize = 8 * 1024 * 1024;
 
 impl MainConf {
-    pub fn cache_entries(&self) -> usize {
-        self.cache_entries.unwrap_or(DEFAULT_TOKEN_CACHE / CACHE_ENTRY_BYTES)
+    pub fn cache_bytes(&self) -> usize {
+        self.cache_bytes.unwrap_or(DEFAULT_TOKEN_CACHE)
     }
 }
 
@@ -265,8 +263,8 @@ fn set_require_scope(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), Str
 }
 
 fn set_token_cache(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
-    let entries = if a[0] == "off" { 0 } else { config::parse_size(a[0])? as usize / CACHE_ENTRY_BYTES };
-    once(&mut c.token_cache, entries)
+    let bytes = if a[0] == "off" { 0 } else { config::parse_size(a[0])? as usize };
+    once(&mut c.token_cache, bytes)
 }
 
 fn set_duration(slot: &mut Option<Duration>, v: &str, min: Duration) -> Result<(), String> {
@@ -415,7 +413,7 @@ impl LocConf {
             refresh, post_logout_redirect_uri, require_claims, require_scopes, token_cache
         );
         if let Some(n) = self.token_cache {
-            main.cache_entries = Some(main.cache_entries.map_or(n, |m| m.max(n)));
+            main.cache_bytes = Some(main.cache_bytes.map_or(n, |m| m.max(n)));
         }
         let auth = self.auth == Some(true) && self.endpoint.is_none();
         if !auth && self.endpoint.is_none() {

@@ -105,7 +105,7 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         if main.providers.is_empty() {
             return Status::NGX_OK.0;
         }
-        if let Err(e) = provider::init_worker(cycle, &main.providers, main.cache_entries()) {
+        if let Err(e) = provider::init_worker(cycle, &main.providers, main.cache_bytes()) {
             // SAFETY: valid cycle log.
             let log = unsafe { (*cycle).log };
             ngx_log_error!(NGX_LOG_EMERG, log, "oauth2: {}", e);

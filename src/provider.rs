@@ -212,7 +212,7 @@ impl Worker {
 pub fn init_worker(
     cycle: *mut ngx_cycle_t,
     specs: &[ProviderSpec],
-    cache_entries: usize,
+    cache_bytes: usize,
 ) -> Result<(), String> {
     // SAFETY: cycle is the worker's valid cycle.
     let log = unsafe { (*cycle).log };
@@ -285,8 +285,8 @@ pub fn init_worker(
             next_job: 0,
             jobs: job_tx,
             login: Default::default(),
-            cache: TokenCache::new(cache_entries),
-            sessions: oauth2_core::session::SessionCache::new(cache_entries),
+            cache: TokenCache::new(cache_bytes),
+            sessions: oauth2_core::session::SessionCache::new(cache_bytes),
             introspections: HashMap::new(),
             shared,
             conn,

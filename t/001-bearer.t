@@ -400,3 +400,32 @@ X-Obj: {"roles":["x"]}
 X-Evil: [aX-Injected: 1]
 X-Absent: []
 !X-Injected
+
+=== TEST 22: a cached token does not vouch for one that differs only in the middle
+--- http_config
+oauth2_on_failure 401;
+oauth2_issuer $TEST_OP;
+oauth2_audience urn:test:api;
+--- config
+location / { oauth2_auth on; add_header X-Sub $oauth2_sub always; add_header X-Error $oauth2_error always; empty_gif; }
+--- test
+# the cache finds a token by its length and ends, and must then compare it
+# whole: the same length, the same first and last bytes, another subject
+my $t = token();
+my @p = split /\./, $t;
+my $claims = MIME::Base64::decode_base64url($p[1]);
+$claims =~ s/"sub":"api-client"/"sub":"api-clienX"/ or die "no sub";
+$p[1] = MIME::Base64::encode_base64url($claims);
+my $forged = CORE::join('.', @p);
+is(length($forged), length($t), 'the forged token has the same length');
+is(substr($forged, 0, 48), substr($t, 0, 48), 'the same first 48 bytes');
+is(substr($forged, -48), substr($t, -48), 'the same last 48 bytes');
+isnt($forged, $t, 'and differs in the middle');
+for my $i (1 .. 3) {
+    my $r = http_get('/', { Authorization => "Bearer $t" });
+    is($r->{status}, 200, "the real token, request $i (cached after the first)");
+    is($r->{headers}{'x-sub'}, 'api-client', 'its subject');
+    $r = http_get('/', { Authorization => "Bearer $forged" });
+    is($r->{status}, 401, "the forged one, request $i: 401");
+    is($r->{headers}{'x-error'}, 'bad_signature', 'checked in full, not taken from the cache');
+}

@@ -1,6 +1,13 @@
-//! A bounded cache of validated tokens, keyed by a SHA-256 of the token (the
-//! token itself is never stored as a key), entries never outliving their
-//! expiry. Oldest entries are evicted first when it is full.
+//! A bounded cache of validated credentials (bearer tokens, sealed session
+//! cookies), entries never outliving their expiry, the oldest evicted first
+//! when the byte budget is spent.
+//!
+//! A lookup hashes only the credential's length and its two ends (for a JWT:
+//! the end of its signature; for a sealed cookie: its nonce and its AES-GCM
+//! tag), so a hit costs no pass over a kilobyte of token. A hit counts only
+//! when the stored credential equals the presented one byte for byte: a
+//! value that shares the ends but differs anywhere else is a miss, never
+//! someone else's entry.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -8,60 +15,113 @@ use aws_lc_rs::digest;
 
 pub type Key = [u8; 32];
 
-/// The cache key of a token for one validation policy.
+/// A SHA-256 of a whole token for one validation policy (introspections in
+/// flight are deduplicated by it).
 pub fn key(policy: u32, token: impl AsRef<[u8]>) -> Key {
     let mut ctx = digest::Context::new(&digest::SHA256);
     ctx.update(&policy.to_le_bytes());
     ctx.update(token.as_ref());
-    let d = ctx.finish();
+    sha(ctx)
+}
+
+/// The lookup key of a credential for one policy: its length and its first
+/// and last `END` bytes.
+pub fn lookup_key(policy: u32, credential: &[u8]) -> Key {
+    const END: usize = 48;
+    let head = &credential[..credential.len().min(END)];
+    let tail = &credential[credential.len().saturating_sub(END)..];
+    let mut buf = [0u8; 12 + 2 * END];
+    buf[..4].copy_from_slice(&policy.to_le_bytes());
+    buf[4..12].copy_from_slice(&(credential.len() as u64).to_le_bytes());
+    buf[12..12 + head.len()].copy_from_slice(head);
+    buf[12 + END..12 + END + tail.len()].copy_from_slice(tail);
+    sha({
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(&buf);
+        ctx
+    })
+}
+
+fn sha(ctx: digest::Context) -> Key {
     let mut k = [0u8; 32];
-    k.copy_from_slice(d.as_ref());
+    k.copy_from_slice(ctx.finish().as_ref());
     k
 }
 
+/// What an entry is charged against the budget: a fixed part (the map and
+/// queue slots, the parsed claims' containers) plus twice the credential's
+/// length (the stored copy, and the claims or session decoded from it).
+pub fn entry_cost(credential_len: usize) -> usize {
+    ENTRY_BASE + 2 * credential_len
+}
+
+pub const ENTRY_BASE: usize = 1536;
+
+struct Entry<V> {
+    credential: Box<[u8]>,
+    value: V,
+    exp: u64,
+}
+
 pub struct TokenCache<V> {
-    map: HashMap<Key, (V, u64)>,
+    map: HashMap<Key, Entry<V>>,
     order: VecDeque<Key>,
-    cap: usize,
+    budget: usize,
+    used: usize,
 }
 
 impl<V: Clone> TokenCache<V> {
-    pub fn new(cap: usize) -> Self {
-        TokenCache { map: HashMap::new(), order: VecDeque::new(), cap }
+    /// A cache of at most `budget` bytes (as `entry_cost` counts them); 0
+    /// keeps nothing.
+    pub fn new(budget: usize) -> Self {
+        TokenCache { map: HashMap::new(), order: VecDeque::new(), budget, used: 0 }
     }
 
-    /// The value, if present and `now` is before its expiry.
-    pub fn get(&mut self, k: &Key, now: u64) -> Option<V> {
-        match self.map.get(k) {
-            Some((v, exp)) if now < *exp => Some(v.clone()),
-            Some(_) => {
-                self.map.remove(k);
-                None
-            }
-            None => None,
+    /// The value cached for exactly this credential under this policy, if
+    /// `now` is before its expiry.
+    pub fn get(&mut self, policy: u32, credential: &[u8], now: u64) -> Option<V> {
+        let k = lookup_key(policy, credential);
+        let e = self.map.get(&k)?;
+        if *e.credential != *credential {
+            return None;
         }
+        if now < e.exp {
+            return Some(e.value.clone());
+        }
+        self.remove(&k);
+        None
     }
 
-    pub fn insert(&mut self, k: Key, v: V, exp: u64) {
-        if self.cap == 0 {
+    pub fn insert(&mut self, policy: u32, credential: &[u8], value: V, exp: u64) {
+        let cost = entry_cost(credential.len());
+        if cost > self.budget {
             return;
         }
-        if self.map.insert(k, (v, exp)).is_none() {
-            self.order.push_back(k);
+        let k = lookup_key(policy, credential);
+        let e = Entry { credential: credential.into(), value, exp };
+        match self.map.insert(k, e) {
+            // replaced in place: it keeps its place in the order
+            Some(old) => self.used -= entry_cost(old.credential.len()),
+            None => self.order.push_back(k),
         }
-        while self.map.len() > self.cap {
+        self.used += cost;
+        while self.used > self.budget {
             match self.order.pop_front() {
-                Some(old) => {
-                    self.map.remove(&old);
-                }
+                Some(old) => self.remove(&old),
                 None => break,
             }
         }
-        // keys that expired (or were evicted) leave stale places in the
-        // order: drop them when they pile up
-        if self.order.len() > self.cap * 2 {
+        // keys that expired, were replaced or evicted leave stale places in
+        // the order: drop them when they pile up
+        if self.order.len() > 2 * self.map.len() + 16 {
             let map = &self.map;
             self.order.retain(|k| map.contains_key(k));
+        }
+    }
+
+    fn remove(&mut self, k: &Key) {
+        if let Some(e) = self.map.remove(k) {
+            self.used -= entry_cost(e.credential.len());
         }
     }
 
@@ -72,37 +132,97 @@ impl<V: Clone> TokenCache<V> {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
+
+    /// Bytes charged against the budget.
+    pub fn used(&self) -> usize {
+        self.used
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn room(n: usize, len: usize) -> usize {
+        n * entry_cost(len)
+    }
+
     #[test]
     fn expiry_and_bound() {
-        let mut c = TokenCache::new(3);
-        c.insert(key(0, "a"), 1, 100);
-        assert_eq!(c.get(&key(0, "a"), 99), Some(1));
-        assert_eq!(c.get(&key(0, "a"), 100), None, "never beyond expiry");
-        assert_eq!(c.get(&key(1, "a"), 50), None, "keys are per policy");
-        for (i, t) in ["b", "c", "d", "e"].iter().enumerate() {
-            c.insert(key(0, t), i, 1000);
+        let mut c = TokenCache::new(room(3, 1));
+        c.insert(0, b"a", 1, 100);
+        assert_eq!(c.get(0, b"a", 99), Some(1));
+        assert_eq!(c.get(0, b"a", 100), None, "never beyond expiry");
+        assert_eq!(c.used(), 0, "an expired entry is dropped when met");
+        c.insert(0, b"a", 1, 100);
+        assert_eq!(c.get(1, b"a", 50), None, "keys are per policy");
+        for (i, t) in [b"b", b"c", b"d", b"e"].iter().enumerate() {
+            c.insert(0, *t, i, 1000);
         }
-        assert!(c.len() <= 3);
-        assert_eq!(c.get(&key(0, "b"), 1), None, "oldest evicted");
-        assert_eq!(c.get(&key(0, "e"), 1), Some(3));
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.get(0, b"a", 1), None, "oldest evicted");
+        assert_eq!(c.get(0, b"b", 1), None, "oldest evicted");
+        assert_eq!(c.get(0, b"e", 1), Some(3));
         let mut off = TokenCache::new(0);
-        off.insert(key(0, "a"), 1, 100);
+        off.insert(0, b"a", 1, 100);
         assert!(off.is_empty());
     }
 
     #[test]
+    fn a_hit_needs_the_whole_credential() {
+        let token: Vec<u8> = (0..900u32).map(|i| b'A' + (i % 26) as u8).collect();
+        let mut c = TokenCache::new(room(4, token.len()));
+        c.insert(7, &token, "alice", 100);
+        assert_eq!(c.get(7, &token, 10), Some("alice"));
+        // the same length and ends, another middle: the same lookup key,
+        // and still no hit
+        let mut forged = token.clone();
+        forged[450] = b'z';
+        assert_eq!(lookup_key(7, &forged), lookup_key(7, &token));
+        assert_eq!(c.get(7, &forged, 10), None);
+        // short credentials (shorter than both ends) are whole in the key
+        c.insert(7, b"xy", "bob", 100);
+        assert_eq!(c.get(7, b"xy", 10), Some("bob"));
+        assert_eq!(c.get(7, b"x", 10), None);
+        assert_ne!(lookup_key(7, b"xy"), lookup_key(7, b"yx"));
+    }
+
+    #[test]
+    fn the_budget_counts_bytes() {
+        let mut c = TokenCache::new(room(10, 100));
+        for i in 0..10 {
+            c.insert(0, format!("{i:0100}").as_bytes(), i, 1000);
+        }
+        assert_eq!(c.len(), 10);
+        // one credential ten times longer takes the room of several short ones
+        c.insert(0, &[b'L'; 1000], 99, 1000);
+        assert!(c.used() <= room(10, 100));
+        assert!(c.len() < 10);
+        assert_eq!(c.get(0, &[b'L'; 1000], 1), Some(99));
+        // one larger than the whole budget is not kept (and evicts nothing)
+        let before = c.len();
+        c.insert(0, &vec![b'H'; room(10, 100)], 1, 1000);
+        assert_eq!(c.len(), before);
+        // the same credential again replaces its entry, charged once
+        let used = c.used();
+        c.insert(0, &[b'L'; 1000], 100, 1000);
+        assert_eq!(c.used(), used);
+        assert_eq!(c.get(0, &[b'L'; 1000], 1), Some(100));
+    }
+
+    #[test]
     fn many_inserts_stay_bounded() {
-        let mut c = TokenCache::new(100);
-        for i in 0..10_000 {
-            c.insert(key(0, &i.to_string()), i, 1_000_000);
+        let mut c = TokenCache::new(room(100, 8));
+        for i in 0..10_000u64 {
+            c.insert(0, format!("{i:08}").as_bytes(), i, 1_000_000);
         }
         assert!(c.len() <= 100);
-        assert!(c.order.len() <= 200);
+        assert!(c.used() <= room(100, 8));
+        assert!(c.order.len() <= 2 * c.len() + 16);
+        // replacing the same entries again and again leaves no pile either
+        for _ in 0..1000 {
+            c.insert(0, b"same", 1, 1_000_000);
+        }
+        assert!(c.order.len() <= 2 * c.len() + 16);
     }
 }

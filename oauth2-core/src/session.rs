@@ -283,40 +283,24 @@ pub fn join_chunks<'a>(name: &str, get: impl Fn(&str) -> Option<&'a str>) -> Opt
     Some(Cow::Owned(out))
 }
 
-/// The key of an opened session in the per-worker cache: a hash of the
-/// sealed value's length and ends (its nonce and its AES-GCM tag), so the
-/// whole value is not hashed on every request. A hit counts only when the
-/// cached sealed value equals the presented one byte for byte
-/// (`SessionCache::get`).
-pub fn cache_key(sealed: &str) -> crate::cache::Key {
-    const END: usize = 48;
-    let b = sealed.as_bytes();
-    let head = &b[..b.len().min(END)];
-    let tail = &b[b.len().saturating_sub(END)..];
-    let mut buf = [0u8; 8 + 2 * END];
-    buf[..8].copy_from_slice(&(b.len() as u64).to_le_bytes());
-    buf[8..8 + head.len()].copy_from_slice(head);
-    buf[8 + END..8 + END + tail.len()].copy_from_slice(tail);
-    crate::cache::key(u32::MAX, &buf[..])
-}
+/// Opened sessions, each found by its whole sealed value (`TokenCache`
+/// hashes only the value's length and ends: its nonce and its AES-GCM tag).
+pub struct SessionCache(crate::cache::TokenCache<Arc<Session>>);
 
-/// Opened sessions by `cache_key`, each with the sealed value it came from.
-pub struct SessionCache(crate::cache::TokenCache<(Arc<str>, Arc<Session>)>);
+/// Sessions are cached under a policy number no token policy uses.
+const SESSION_POLICY: u32 = u32::MAX;
 
 impl SessionCache {
-    pub fn new(cap: usize) -> Self {
-        SessionCache(crate::cache::TokenCache::new(cap))
+    pub fn new(budget: usize) -> Self {
+        SessionCache(crate::cache::TokenCache::new(budget))
     }
 
     pub fn get(&mut self, sealed: &str, now: u64) -> Option<Arc<Session>> {
-        match self.0.get(&cache_key(sealed), now) {
-            Some((v, s)) if *v == *sealed => Some(s),
-            _ => None,
-        }
+        self.0.get(SESSION_POLICY, sealed.as_bytes(), now)
     }
 
     pub fn insert(&mut self, sealed: &str, s: Arc<Session>, until: u64) {
-        self.0.insert(cache_key(sealed), (Arc::from(sealed), s), until);
+        self.0.insert(SESSION_POLICY, sealed.as_bytes(), s, until);
     }
 }
 
@@ -401,7 +385,7 @@ mod tests {
             scope: None,
             created: 0,
         });
-        let mut c = SessionCache::new(4);
+        let mut c = SessionCache::new(4 * crate::cache::entry_cost(sealed.len()));
         c.insert(&sealed, s.clone(), 100);
         assert!(Arc::ptr_eq(&c.get(&sealed, 10).unwrap(), &s));
         // the same ends and length, another middle: same key, no hit
@@ -409,7 +393,10 @@ mod tests {
         let mid = forged.len() / 2;
         forged[mid] = if forged[mid] == b'A' { b'B' } else { b'A' };
         let forged = String::from_utf8(forged).unwrap();
-        assert_eq!(cache_key(&forged), cache_key(&sealed));
+        assert_eq!(
+            crate::cache::lookup_key(u32::MAX, forged.as_bytes()),
+            crate::cache::lookup_key(u32::MAX, sealed.as_bytes())
+        );
         assert!(c.get(&forged, 10).is_none());
         // never past the entry's end
         assert!(c.get(&sealed, 100).is_none());
