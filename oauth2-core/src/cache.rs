@@ -21,7 +21,7 @@ pub fn key(policy: u32, token: impl AsRef<[u8]>) -> Key {
     let mut ctx = digest::Context::new(&digest::SHA256);
     ctx.update(&policy.to_le_bytes());
     ctx.update(token.as_ref());
-    sha(ctx)
+    to_key(ctx.finish())
 }
 
 /// The lookup key of a credential for one policy: its length and its first
@@ -35,16 +35,12 @@ pub fn lookup_key(policy: u32, credential: &[u8]) -> Key {
     buf[4..12].copy_from_slice(&(credential.len() as u64).to_le_bytes());
     buf[12..12 + head.len()].copy_from_slice(head);
     buf[12 + END..12 + END + tail.len()].copy_from_slice(tail);
-    sha({
-        let mut ctx = digest::Context::new(&digest::SHA256);
-        ctx.update(&buf);
-        ctx
-    })
+    to_key(digest::digest(&digest::SHA256, &buf))
 }
 
-fn sha(ctx: digest::Context) -> Key {
+fn to_key(d: digest::Digest) -> Key {
     let mut k = [0u8; 32];
-    k.copy_from_slice(ctx.finish().as_ref());
+    k.copy_from_slice(d.as_ref());
     k
 }
 

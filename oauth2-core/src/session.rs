@@ -394,8 +394,8 @@ mod tests {
         forged[mid] = if forged[mid] == b'A' { b'B' } else { b'A' };
         let forged = String::from_utf8(forged).unwrap();
         assert_eq!(
-            crate::cache::lookup_key(u32::MAX, forged.as_bytes()),
-            crate::cache::lookup_key(u32::MAX, sealed.as_bytes())
+            crate::cache::lookup_key(SESSION_POLICY, forged.as_bytes()),
+            crate::cache::lookup_key(SESSION_POLICY, sealed.as_bytes())
         );
         assert!(c.get(&forged, 10).is_none());
         // never past the entry's end
