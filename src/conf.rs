@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG,
-    NGX_CONF_2MORE, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
-    NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
+    ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_2MORE,
+    NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF,
+    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
@@ -17,8 +17,10 @@ use oauth2_core::authz::ClaimRule;
 use oauth2_core::config::{self, OnFailure, TokenValidation, DEFAULT_ALGORITHMS};
 use oauth2_core::jwt::Policy;
 use oauth2_core::keys::{KeySet, KeySource};
+use oauth2_core::provider::ProviderSpec;
 use oauth2_core::session::CookieKeys;
 use oauth2_core::Algorithm;
+use oauth2_core::ConfError;
 
 use crate::Module;
 
@@ -119,34 +121,6 @@ pub struct LocRuntime {
     pub introspection_client: Option<(String, Secret)>,
 }
 
-/// One provider as configuration names it; locations with the same provider
-/// settings share one entry and so one set of keys per worker.
-#[derive(Clone)]
-pub struct ProviderSpec {
-    pub issuer: Option<String>,
-    pub jwks_uri: Option<String>,
-    pub static_keys: Option<Arc<KeySet>>,
-    pub timeout: Duration,
-    pub refresh: Duration,
-    pub ca_pem: Option<Arc<Vec<u8>>>,
-    ident: String,
-}
-
-impl ProviderSpec {
-    /// Does this provider fetch anything over the network?
-    pub fn needs_network(&self) -> bool {
-        self.issuer.is_some() || self.jwks_uri.is_some()
-    }
-
-    /// A name for log lines.
-    pub fn name(&self) -> &str {
-        self.issuer
-            .as_deref()
-            .or(self.jwks_uri.as_deref())
-            .unwrap_or("oauth2_jwks_file")
-    }
-}
-
 #[derive(Default)]
 pub struct MainConf {
     pub providers: Vec<ProviderSpec>,
@@ -168,7 +142,7 @@ pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
 pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(3600);
 pub const DEFAULT_PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Setter = fn(&mut LocConf, &[&str], &ConfCtx) -> Result<(), String>;
+type Setter = fn(&mut LocConf, &[&str], &ConfCtx) -> Result<(), ConfError>;
 
 /// What a setter may need from the configuration being read.
 pub struct ConfCtx {
@@ -192,208 +166,240 @@ impl ConfCtx {
     }
 }
 
-fn once<T>(slot: &mut Option<T>, v: T) -> Result<(), String> {
+/// `ConfError::Invalid` with a formatted message.
+macro_rules! invalid {
+    ($($arg:tt)+) => { ConfError::Invalid(format!($($arg)+)) };
+}
+
+fn once<T>(slot: &mut Option<T>, v: T) -> Result<(), ConfError> {
     if slot.is_some() {
-        return Err("is duplicate".into());
+        return Err(ConfError::Duplicate);
     }
     *slot = Some(v);
     Ok(())
 }
 
-fn set_issuer(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+fn set_issuer(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
     config::parse_http_url(a[0])?;
     once(&mut c.issuer, a[0].trim_end_matches('/').to_string())
 }
 
-fn set_jwks_uri(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+fn set_jwks_uri(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
     config::parse_http_url(a[0])?;
     once(&mut c.jwks_uri, a[0].to_string())
 }
 
-fn set_jwks_file(c: &mut LocConf, a: &[&str], cx: &ConfCtx) -> Result<(), String> {
+fn set_jwks_file(c: &mut LocConf, a: &[&str], cx: &ConfCtx) -> Result<(), ConfError> {
     let doc = cx.read(a[0])?;
-    let set = KeySet::parse(&doc, KeySource::File)
-        .map_err(|e| format!("\"{}\": {}", a[0], e))?;
+    let set = KeySet::parse(&doc, KeySource::File).map_err(|e| format!("\"{}\": {}", a[0], e))?;
     once(&mut c.jwks_file, (a[0].to_string(), Arc::new(set)))
 }
 
-fn set_client_id(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+fn set_client_id(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
     if a[0].is_empty() || a[0].bytes().any(|b| b.is_ascii_control()) {
-        return Err(format!("invalid client id \"{}\"", a[0]));
+        return Err(invalid!("invalid client id \"{}\"", a[0]));
     }
     once(&mut c.client_id, a[0].to_string())
 }
 
-fn set_audience(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+fn set_audience(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
     if let Some(bad) = a.iter().find(|v| v.is_empty()) {
-        return Err(format!("invalid audience \"{bad}\""));
+        return Err(invalid!("invalid audience \"{bad}\""));
     }
     once(&mut c.audience, a.iter().map(|s| s.to_string()).collect())
 }
 
-fn set_algorithms(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
-    let algs = a.iter().map(|s| config::parse_algorithm(s)).collect::<Result<Vec<_>, _>>()?;
+fn set_algorithms(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
+    let algs = a
+        .iter()
+        .map(|s| config::parse_algorithm(s))
+        .collect::<Result<Vec<_>, _>>()?;
     once(&mut c.algorithms, algs)
 }
 
-fn set_token_validation(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+fn set_token_validation(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
     once(&mut c.token_validation, TokenValidation::parse(a[0])?)
 }
 
 /// `oauth2_session_store cookie | redis URL;`: sessions live in the cookie;
 /// the Redis store is not in this version and says so at `nginx -t`.
-fn set_session_store(_: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+fn set_session_store(_: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
     match a {
         ["cookie"] => Ok(()),
         ["redis", ..] => Err("\"redis\" is not supported by this version of the module (sessions are kept in the cookie)".into()),
-        _ => Err(format!("invalid value \"{}\", it must be \"cookie\" or \"redis URL\"", a.join(" "))),
+        _ => Err(invalid!("invalid value \"{}\", it must be \"cookie\" or \"redis URL\"", a.join(" "))),
     }
 }
 
-fn set_require_claim(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+fn set_require_claim(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
     let rule = ClaimRule::parse(a[0], &a[1..])?;
     c.require_claims.get_or_insert_with(Vec::new).push(rule);
     Ok(())
 }
 
-fn set_require_scope(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+fn set_require_scope(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
     config::check_scopes(a)?;
-    c.require_scopes.get_or_insert_with(Vec::new).extend(a.iter().map(|s| s.to_string()));
+    c.require_scopes
+        .get_or_insert_with(Vec::new)
+        .extend(a.iter().map(|s| s.to_string()));
     Ok(())
 }
 
-fn set_token_cache(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
-    let bytes = if a[0] == "off" { 0 } else { config::parse_size(a[0])? as usize };
+fn set_token_cache(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
+    let bytes = if a[0] == "off" {
+        0
+    } else {
+        config::parse_size(a[0])? as usize
+    };
     once(&mut c.token_cache, bytes)
 }
 
-fn set_duration(slot: &mut Option<Duration>, v: &str, min: Duration) -> Result<(), String> {
+fn set_duration(slot: &mut Option<Duration>, v: &str, min: Duration) -> Result<(), ConfError> {
     let d = config::parse_duration(v)?;
     if d < min {
-        return Err(format!("\"{v}\" is too small, the minimum is {}ms", min.as_millis()));
+        return Err(invalid!(
+            "\"{v}\" is too small, the minimum is {}ms",
+            min.as_millis()
+        ));
     }
     once(slot, d)
 }
 
-fn set_clock_skew(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+fn set_clock_skew(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
     set_duration(&mut c.clock_skew, a[0], Duration::ZERO)
 }
 
-fn set_jwks_refresh(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+fn set_jwks_refresh(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
     set_duration(&mut c.jwks_refresh, a[0], Duration::from_secs(1))
 }
 
-fn set_provider_timeout(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+fn set_provider_timeout(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
     set_duration(&mut c.provider_timeout, a[0], Duration::from_millis(1))
 }
 
-fn set_ssl_trusted_certificate(c: &mut LocConf, a: &[&str], cx: &ConfCtx) -> Result<(), String> {
+fn set_ssl_trusted_certificate(c: &mut LocConf, a: &[&str], cx: &ConfCtx) -> Result<(), ConfError> {
     let pem = cx.read(a[0])?;
     match reqwest::Certificate::from_pem_bundle(&pem) {
         Ok(v) if !v.is_empty() => {}
-        _ => return Err(format!("\"{}\" holds no PEM certificate", a[0])),
+        _ => return Err(invalid!("\"{}\" holds no PEM certificate", a[0])),
     }
-    once(&mut c.ssl_trusted_certificate, (a[0].to_string(), Arc::new(pem)))
+    once(
+        &mut c.ssl_trusted_certificate,
+        (a[0].to_string(), Arc::new(pem)),
+    )
 }
 
-fn set_realm(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+fn set_realm(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
     if a[0].bytes().any(|b| b.is_ascii_control()) {
         return Err("the realm must not contain control characters".into());
     }
     once(&mut c.realm, a[0].to_string())
 }
 
-fn set_auth(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+fn set_auth(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
     once(&mut c.auth, config::parse_on_off(a[0])?)
 }
 
-fn set_on_failure(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+fn set_on_failure(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
     once(&mut c.on_failure, OnFailure::parse(a[0])?)
 }
 
-fn set_client_secret(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+fn set_client_secret(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
     if a[0].is_empty() {
         return Err("the secret is empty".into());
     }
     once(&mut c.client_secret, Secret(Arc::new(a[0].to_string())))
 }
 
-fn set_client_secret_file(c: &mut LocConf, a: &[&str], cx: &ConfCtx) -> Result<(), String> {
+fn set_client_secret_file(c: &mut LocConf, a: &[&str], cx: &ConfCtx) -> Result<(), ConfError> {
     let raw = cx.read(a[0])?;
     let s = String::from_utf8(raw).map_err(|_| format!("\"{}\" is not UTF-8", a[0]))?;
     let s = s.trim_end_matches(['\r', '\n']).to_string();
     if s.is_empty() || s.contains('\n') {
-        return Err(format!("\"{}\" must hold the secret on one line", a[0]));
+        return Err(invalid!("\"{}\" must hold the secret on one line", a[0]));
     }
     once(&mut c.client_secret, Secret(Arc::new(s)))
 }
 
-fn set_redirect_uri(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+fn set_redirect_uri(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
     config::parse_path_or_url(a[0])?;
     once(&mut c.redirect_uri, a[0].to_string())
 }
 
-fn set_scope(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+fn set_scope(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
     config::check_scopes(a)?;
     once(&mut c.scope, a.iter().map(|s| s.to_string()).collect())
 }
 
-fn set_cookie_secret_file(c: &mut LocConf, a: &[&str], cx: &ConfCtx) -> Result<(), String> {
+fn set_cookie_secret_file(c: &mut LocConf, a: &[&str], cx: &ConfCtx) -> Result<(), ConfError> {
     let raw = cx.read(a[0])?;
     let text = String::from_utf8(raw).map_err(|_| format!("\"{}\" is not UTF-8", a[0]))?;
     let keys = CookieKeys::parse(&text).map_err(|e| format!("\"{}\": {e}", a[0]))?;
-    once(&mut c.cookie_secret_file, (a[0].to_string(), Arc::new(keys)))
+    once(
+        &mut c.cookie_secret_file,
+        (a[0].to_string(), Arc::new(keys)),
+    )
 }
 
 fn cookie_token(v: &str) -> bool {
     !v.is_empty()
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-fn set_cookie_name(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+fn set_cookie_name(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
     if !cookie_token(a[0]) {
-        return Err(format!("invalid cookie name \"{}\"", a[0]));
+        return Err(invalid!("invalid cookie name \"{}\"", a[0]));
     }
     once(&mut c.cookie_name, a[0].to_string())
 }
 
-fn set_cookie_domain(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
-    if !a[0].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') || a[0].is_empty() {
-        return Err(format!("invalid cookie domain \"{}\"", a[0]));
+fn set_cookie_domain(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
+    if !a[0]
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        || a[0].is_empty()
+    {
+        return Err(invalid!("invalid cookie domain \"{}\"", a[0]));
     }
     once(&mut c.cookie_domain, a[0].to_string())
 }
 
-fn set_cookie_path(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+fn set_cookie_path(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
     if !a[0].starts_with('/') || a[0].bytes().any(|b| b.is_ascii_control() || b == b';') {
-        return Err(format!("invalid cookie path \"{}\"", a[0]));
+        return Err(invalid!("invalid cookie path \"{}\"", a[0]));
     }
     once(&mut c.cookie_path, a[0].to_string())
 }
 
-fn set_cookie_samesite(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+fn set_cookie_samesite(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
     let v = match a[0] {
         "lax" => "Lax",
         "strict" => "Strict",
         "none" => "None",
-        _ => return Err(format!("invalid value \"{}\", it must be \"lax\", \"strict\" or \"none\"", a[0])),
+        _ => {
+            return Err(invalid!(
+                "invalid value \"{}\", it must be \"lax\", \"strict\" or \"none\"",
+                a[0]
+            ))
+        }
     };
     once(&mut c.cookie_samesite, v)
 }
 
-fn set_cookie_secure(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+fn set_cookie_secure(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
     once(&mut c.cookie_secure, config::parse_on_off(a[0])?)
 }
 
-fn set_session_lifetime(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+fn set_session_lifetime(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
     set_duration(&mut c.session_lifetime, a[0], Duration::from_secs(1))
 }
 
-fn set_refresh(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+fn set_refresh(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
     once(&mut c.refresh, config::parse_on_off(a[0])?)
 }
 
-fn set_post_logout(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), String> {
+fn set_post_logout(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
     config::parse_path_or_url(a[0])?;
     once(&mut c.post_logout_redirect_uri, a[0].to_string())
 }
@@ -401,16 +407,40 @@ fn set_post_logout(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), Strin
 impl LocConf {
     /// Inherit what is not set here; where `oauth2_auth` is on, check that
     /// the configuration is complete and register the provider.
-    fn merge(&mut self, prev: &LocConf, main: &mut MainConf) -> Result<(), String> {
+    fn merge(&mut self, prev: &LocConf, main: &mut MainConf) -> Result<(), ConfError> {
         macro_rules! inherit {
             ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = prev.$f.clone(); } )* };
         }
         inherit!(
-            issuer, jwks_uri, jwks_file, client_id, audience, algorithms, token_validation,
-            clock_skew, jwks_refresh, provider_timeout, ssl_trusted_certificate, realm, auth,
-            on_failure, client_secret, redirect_uri, scope, cookie_secret_file, cookie_name,
-            cookie_domain, cookie_path, cookie_samesite, cookie_secure, session_lifetime,
-            refresh, post_logout_redirect_uri, require_claims, require_scopes, token_cache
+            issuer,
+            jwks_uri,
+            jwks_file,
+            client_id,
+            audience,
+            algorithms,
+            token_validation,
+            clock_skew,
+            jwks_refresh,
+            provider_timeout,
+            ssl_trusted_certificate,
+            realm,
+            auth,
+            on_failure,
+            client_secret,
+            redirect_uri,
+            scope,
+            cookie_secret_file,
+            cookie_name,
+            cookie_domain,
+            cookie_path,
+            cookie_samesite,
+            cookie_secure,
+            session_lifetime,
+            refresh,
+            post_logout_redirect_uri,
+            require_claims,
+            require_scopes,
+            token_cache
         );
         if let Some(n) = self.token_cache {
             main.cache_bytes = Some(main.cache_bytes.map_or(n, |m| m.max(n)));
@@ -420,7 +450,8 @@ impl LocConf {
             self.runtime = None;
             return Ok(());
         }
-        let can_redirect = auth && matches!(self.on_failure(), OnFailure::Redirect | OnFailure::Auto);
+        let can_redirect =
+            auth && matches!(self.on_failure(), OnFailure::Redirect | OnFailure::Auto);
         if can_redirect || self.endpoint.is_some() {
             let what = match self.endpoint {
                 Some(Endpoint::Callback) => "\"oauth2_callback\" needs".to_string(),
@@ -436,12 +467,15 @@ impl LocConf {
                 ""
             };
             for (missing, name) in [
-                (self.cookie_secret_file.is_none(), "oauth2_cookie_secret_file"),
+                (
+                    self.cookie_secret_file.is_none(),
+                    "oauth2_cookie_secret_file",
+                ),
                 (self.client_id.is_none(), "oauth2_client_id"),
                 (self.issuer.is_none(), "oauth2_issuer"),
             ] {
                 if missing {
-                    return Err(format!("{what} \"{name}\"{hint}"));
+                    return Err(invalid!("{what} \"{name}\"{hint}"));
                 }
             }
         }
@@ -462,11 +496,14 @@ impl LocConf {
                 )
             }
         };
-        let algorithms = self.algorithms.clone().unwrap_or_else(|| DEFAULT_ALGORITHMS.to_vec());
+        let algorithms = self
+            .algorithms
+            .clone()
+            .unwrap_or_else(|| DEFAULT_ALGORITHMS.to_vec());
         if let Some(h) = algorithms.iter().find(|a| config::is_hmac(**a)) {
             let has_secret = self.jwks_file.as_ref().is_some_and(|(_, k)| k.has_hmac());
             if !has_secret {
-                return Err(format!(
+                return Err(invalid!(
                     "\"oauth2_algorithms\" lists {} but \"oauth2_jwks_file\" holds no symmetric key",
                     oauth2_core::keys::alg_name(*h)
                 ));
@@ -478,7 +515,10 @@ impl LocConf {
             static_keys: self.jwks_file.as_ref().map(|(_, k)| k.clone()),
             timeout: self.provider_timeout.unwrap_or(DEFAULT_PROVIDER_TIMEOUT),
             refresh: self.jwks_refresh.unwrap_or(DEFAULT_JWKS_REFRESH),
-            ca_pem: self.ssl_trusted_certificate.as_ref().map(|(_, p)| p.clone()),
+            ca_pem: self
+                .ssl_trusted_certificate
+                .as_ref()
+                .map(|(_, p)| p.clone()),
             ident: format!(
                 "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
                 self.issuer,
@@ -498,12 +538,17 @@ impl LocConf {
         };
         let token_validation = self.token_validation.unwrap_or(TokenValidation::Auto);
         let introspection_client = match (&self.client_id, &self.client_secret) {
-            (Some(id), Some(secret)) if token_validation != TokenValidation::Jwt && self.issuer.is_some() => {
+            (Some(id), Some(secret))
+                if token_validation != TokenValidation::Jwt && self.issuer.is_some() =>
+            {
                 Some((id.clone(), secret.clone()))
             }
             _ => None,
         };
-        if auth && token_validation == TokenValidation::Introspection && introspection_client.is_none() {
+        if auth
+            && token_validation == TokenValidation::Introspection
+            && introspection_client.is_none()
+        {
             return Err(
                 "\"oauth2_token_validation introspection\" needs \"oauth2_issuer\", \"oauth2_client_id\" and a client secret"
                     .into(),
@@ -543,20 +588,33 @@ impl LocConf {
                 issuer: issuer.clone(),
                 client_id: client_id.clone(),
                 client_secret: self.client_secret.clone(),
-                redirect_uri: self.redirect_uri.clone().unwrap_or_else(|| "/oauth2/callback".into()),
-                scope: self.scope.as_ref().map(|s| s.join(" ")).unwrap_or_else(|| "openid".into()),
+                redirect_uri: self
+                    .redirect_uri
+                    .clone()
+                    .unwrap_or_else(|| "/oauth2/callback".into()),
+                scope: self
+                    .scope
+                    .as_ref()
+                    .map(|s| s.join(" "))
+                    .unwrap_or_else(|| "openid".into()),
                 post_logout_redirect_uri: self.post_logout_redirect_uri.clone(),
             }),
             _ => None,
         };
         Some(SessionConf {
             keys: keys.clone(),
-            cookie_name: self.cookie_name.clone().unwrap_or_else(|| "oauth2_session".into()),
+            cookie_name: self
+                .cookie_name
+                .clone()
+                .unwrap_or_else(|| "oauth2_session".into()),
             cookie_domain: self.cookie_domain.clone(),
             cookie_path: self.cookie_path.clone().unwrap_or_else(|| "/".into()),
             samesite: self.cookie_samesite.unwrap_or("Lax"),
             secure: self.cookie_secure.unwrap_or(true),
-            lifetime: self.session_lifetime.unwrap_or(Duration::from_secs(8 * 3600)).as_secs(),
+            lifetime: self
+                .session_lifetime
+                .unwrap_or(Duration::from_secs(8 * 3600))
+                .as_secs(),
             refresh: self.refresh.unwrap_or(true),
             client,
         })
@@ -623,17 +681,24 @@ unsafe extern "C" fn set_directive(
             match a.to_str() {
                 Ok(s) => args.push(s),
                 Err(_) => {
-                    ngx_conf_log_error!(NGX_LOG_EMERG, cf, "invalid UTF-8 in \"{}\" directive", name);
+                    ngx_conf_log_error!(
+                        NGX_LOG_EMERG,
+                        cf,
+                        "invalid UTF-8 in \"{}\" directive",
+                        name
+                    );
                     return ngx::core::NGX_CONF_ERROR;
                 }
             }
         }
         // SAFETY: cycle and its conf_prefix are valid while configuration is read.
         let prefix = unsafe { (*cfr.cycle).conf_prefix.to_str().unwrap_or("").to_string() };
-        let cx = ConfCtx { prefix: PathBuf::from(prefix) };
+        let cx = ConfCtx {
+            prefix: PathBuf::from(prefix),
+        };
         match setter(conf, &args, &cx) {
             Ok(()) => ngx::core::NGX_CONF_OK,
-            Err(msg) if msg == "is duplicate" => {
+            Err(ConfError::Duplicate) => {
                 ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"{}\" directive is duplicate", name);
                 ngx::core::NGX_CONF_ERROR
             }
@@ -657,12 +722,17 @@ unsafe extern "C" fn set_endpoint(
         let (cmd, conf) = unsafe { (&*cmd, &mut *(conf as *mut LocConf)) };
         let (ep, handler): (Endpoint, ngx::ffi::ngx_http_handler_pt) =
             if cmd.name.as_bytes() == b"oauth2_callback" {
-                (Endpoint::Callback, Some(crate::endpoints::callback_handler))
+                (Endpoint::Callback, Some(crate::content_handler))
             } else {
-                (Endpoint::SignOut, Some(crate::endpoints::sign_out_handler))
+                (Endpoint::SignOut, Some(crate::content_handler))
             };
         if conf.endpoint.is_some() {
-            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"{}\" directive is duplicate", cmd.name.to_str().unwrap_or("?"));
+            ngx_conf_log_error!(
+                NGX_LOG_EMERG,
+                cf,
+                "\"{}\" directive is duplicate",
+                cmd.name.to_str().unwrap_or("?")
+            );
             return ngx::core::NGX_CONF_ERROR;
         }
         conf.endpoint = Some(ep);
@@ -714,27 +784,59 @@ pub static mut COMMANDS: [ngx_command_t; 34] = [
     command!("oauth2_client_id", NGX_CONF_TAKE1, set_client_id),
     command!("oauth2_audience", NGX_CONF_1MORE, set_audience),
     command!("oauth2_algorithms", NGX_CONF_1MORE, set_algorithms),
-    command!("oauth2_token_validation", NGX_CONF_TAKE1, set_token_validation),
+    command!(
+        "oauth2_token_validation",
+        NGX_CONF_TAKE1,
+        set_token_validation
+    ),
     command!("oauth2_clock_skew", NGX_CONF_TAKE1, set_clock_skew),
     command!("oauth2_jwks_refresh", NGX_CONF_TAKE1, set_jwks_refresh),
-    command!("oauth2_provider_timeout", NGX_CONF_TAKE1, set_provider_timeout),
-    command!("oauth2_ssl_trusted_certificate", NGX_CONF_TAKE1, set_ssl_trusted_certificate),
+    command!(
+        "oauth2_provider_timeout",
+        NGX_CONF_TAKE1,
+        set_provider_timeout
+    ),
+    command!(
+        "oauth2_ssl_trusted_certificate",
+        NGX_CONF_TAKE1,
+        set_ssl_trusted_certificate
+    ),
     command!("oauth2_realm", NGX_CONF_TAKE1, set_realm),
     command!("oauth2_auth", NGX_CONF_FLAG, set_auth),
     command!("oauth2_on_failure", NGX_CONF_TAKE1, set_on_failure),
     command!("oauth2_client_secret", NGX_CONF_TAKE1, set_client_secret),
-    command!("oauth2_client_secret_file", NGX_CONF_TAKE1, set_client_secret_file),
+    command!(
+        "oauth2_client_secret_file",
+        NGX_CONF_TAKE1,
+        set_client_secret_file
+    ),
     command!("oauth2_redirect_uri", NGX_CONF_TAKE1, set_redirect_uri),
     command!("oauth2_scope", NGX_CONF_1MORE, set_scope),
-    command!("oauth2_cookie_secret_file", NGX_CONF_TAKE1, set_cookie_secret_file),
+    command!(
+        "oauth2_cookie_secret_file",
+        NGX_CONF_TAKE1,
+        set_cookie_secret_file
+    ),
     command!("oauth2_cookie_name", NGX_CONF_TAKE1, set_cookie_name),
     command!("oauth2_cookie_domain", NGX_CONF_TAKE1, set_cookie_domain),
     command!("oauth2_cookie_path", NGX_CONF_TAKE1, set_cookie_path),
-    command!("oauth2_cookie_samesite", NGX_CONF_TAKE1, set_cookie_samesite),
+    command!(
+        "oauth2_cookie_samesite",
+        NGX_CONF_TAKE1,
+        set_cookie_samesite
+    ),
     command!("oauth2_cookie_secure", NGX_CONF_FLAG, set_cookie_secure),
-    command!("oauth2_session_lifetime", NGX_CONF_TAKE1, set_session_lifetime),
+    command!(
+        "oauth2_session_lifetime",
+        NGX_CONF_TAKE1,
+        set_session_lifetime
+    ),
     command!("oauth2_refresh", NGX_CONF_FLAG, set_refresh),
-    command!("oauth2_post_logout_redirect_uri", NGX_CONF_TAKE1, set_post_logout),
+    command!(
+        "oauth2_post_logout_redirect_uri",
+        NGX_CONF_TAKE1,
+        set_post_logout
+    ),
     command!("oauth2_require_claim", NGX_CONF_2MORE, set_require_claim),
     command!("oauth2_require_scope", NGX_CONF_1MORE, set_require_scope),
     command!("oauth2_token_cache", NGX_CONF_TAKE1, set_token_cache),

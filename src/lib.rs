@@ -8,17 +8,21 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_array_push, ngx_conf_t, ngx_cycle_t, ngx_http_handler_pt, ngx_http_module_t,
-    ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_int_t, ngx_module_t, NGX_HTTP_MODULE,
-    NGX_LOG_ALERT, NGX_LOG_EMERG,
+    ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_int_t, ngx_module_t, NGX_HTTP_MODULE, NGX_LOG_ALERT,
+    NGX_LOG_EMERG,
 };
-use ngx::http::{HttpModule, HttpModuleMainConf, HttpModuleLocationConf, NgxHttpCoreModule};
+use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_log_error;
 
-mod access;
+// the glue, top to bottom: each file imports only those below it
+mod access; // the access handler
 mod conf;
-mod endpoints;
-mod provider;
-mod variables;
+mod endpoints; // content handlers: callback, sign_out
+mod fetcher; // the fetcher thread (no nginx types)
+mod http; // request helpers and their unsafe (RequestExt)
+mod session; // session cookies, refresh, the start of the login
+mod variables; // $oauth2_* variables
+mod worker; // per-worker state, wait registry, wake-up, deadlines // directives and merge
 
 pub struct Module;
 
@@ -105,7 +109,7 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         if main.providers.is_empty() {
             return Status::NGX_OK.0;
         }
-        if let Err(e) = provider::init_worker(cycle, &main.providers, main.cache_bytes()) {
+        if let Err(e) = worker::init_worker(cycle, &main.providers, main.cache_bytes()) {
             // SAFETY: valid cycle log.
             let log = unsafe { (*cycle).log };
             ngx_log_error!(NGX_LOG_EMERG, log, "oauth2: {}", e);
@@ -116,7 +120,22 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
 }
 
 unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
-    guard((), provider::exit_worker)
+    guard((), worker::exit_worker)
+}
+
+/// The content handler of the module's endpoint locations (`oauth2_callback`,
+/// `oauth2_sign_out`), set by their directives; routes by the location's
+/// `Endpoint`.
+pub(crate) unsafe extern "C" fn content_handler(r: *mut ngx::ffi::ngx_http_request_t) -> ngx_int_t {
+    guard(500, || {
+        // SAFETY: nginx passes a valid request to content handlers.
+        let req = unsafe { http::request(r) };
+        match Module::location_conf(req).and_then(|lc| lc.endpoint) {
+            Some(conf::Endpoint::Callback) => endpoints::callback::handler(r),
+            Some(conf::Endpoint::SignOut) => endpoints::sign_out::handler(req),
+            None => ngx::ffi::NGX_HTTP_NOT_FOUND as ngx_int_t,
+        }
+    })
 }
 
 static NGX_HTTP_OAUTH2_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {

@@ -9,7 +9,7 @@ use ngx::ffi::{
 use ngx::http::Request;
 use oauth2_core::claims::{claim_value, sanitize};
 
-use crate::access::get_ctx;
+use crate::http::RequestExt;
 
 #[derive(Clone, Copy)]
 enum Var {
@@ -35,7 +35,10 @@ const CLAIM_PREFIX: &str = "oauth2_claim_";
 /// Register the variables (preconfiguration).
 pub unsafe fn register(cf: *mut ngx_conf_t) -> Result<(), ()> {
     for (i, (name, var)) in VARS.iter().enumerate() {
-        let mut n = ngx_str_t { len: name.len(), data: name.as_ptr() as *mut u8 };
+        let mut n = ngx_str_t {
+            len: name.len(),
+            data: name.as_ptr() as *mut u8,
+        };
         let mut flags = NGX_HTTP_VAR_NOCACHEABLE;
         if matches!(var, Var::Claim) {
             flags |= NGX_HTTP_VAR_PREFIX;
@@ -55,14 +58,18 @@ pub unsafe fn register(cf: *mut ngx_conf_t) -> Result<(), ()> {
 }
 
 fn value(r: &Request, var: Var, data: usize) -> Option<String> {
-    let ctx = get_ctx(r)?;
+    let ctx = r.ctx()?;
     let claims = ctx.claims.as_deref();
     match var {
         Var::Sub => claims.and_then(|c| claim_value(c, "sub")),
         Var::Email => claims.and_then(|c| claim_value(c, "email")),
         Var::AccessToken => ctx.token().map(sanitize),
         Var::AuthMethod => Some(ctx.method.to_string()),
-        Var::Error => ctx.error.map(|e| e.code()).or(ctx.denied).map(str::to_string),
+        Var::Error => ctx
+            .error
+            .map(|e| e.code())
+            .or(ctx.denied)
+            .map(str::to_string),
         Var::Claim => {
             // SAFETY: for prefix variables nginx passes the full name as data.
             let full = unsafe { (data as *const ngx_str_t).as_ref()? };
@@ -81,7 +88,11 @@ unsafe extern "C" fn get_variable(
         // SAFETY: nginx passes a valid request and value slot to get handlers.
         let (req, v) = unsafe { (Request::from_ngx_http_request(r), &mut *v) };
         // prefix variables get the name as data; others their index
-        let var = if data < VARS.len() { VARS[data].1 } else { Var::Claim };
+        let var = if data < VARS.len() {
+            VARS[data].1
+        } else {
+            Var::Claim
+        };
         let s = value(req, var, data).unwrap_or_default();
         let p = if s.is_empty() {
             std::ptr::NonNull::<u8>::dangling().as_ptr()

@@ -26,7 +26,10 @@ fn rate(what: &str, mut f: impl FnMut()) {
         }
         n += 100;
     }
-    println!("{what:<28} {:>10.0}/s", n as f64 / t.elapsed().as_secs_f64());
+    println!(
+        "{what:<28} {:>10.0}/s",
+        n as f64 / t.elapsed().as_secs_f64()
+    );
 }
 
 fn main() {

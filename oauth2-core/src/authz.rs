@@ -17,9 +17,12 @@ impl Matcher {
     /// `~re` is a regex (compiled now, so a bad one fails `nginx -t`).
     pub fn parse(v: &str) -> Result<Matcher, String> {
         match v.strip_prefix('~') {
-            Some(re) => Regex::new(re)
-                .map(Matcher::Regex)
-                .map_err(|e| format!("invalid regex \"{re}\": {}", e.to_string().lines().last().unwrap_or(""))),
+            Some(re) => Regex::new(re).map(Matcher::Regex).map_err(|e| {
+                format!(
+                    "invalid regex \"{re}\": {}",
+                    e.to_string().lines().last().unwrap_or("")
+                )
+            }),
             None => Ok(Matcher::Exact(v.to_string())),
         }
     }
@@ -53,7 +56,10 @@ impl ClaimRule {
         Ok(ClaimRule {
             name: name.to_string(),
             path: name.split('.').map(str::to_string).collect(),
-            values: values.iter().map(|v| Matcher::parse(v)).collect::<Result<_, _>>()?,
+            values: values
+                .iter()
+                .map(|v| Matcher::parse(v))
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -117,7 +123,12 @@ impl Denied {
 
 /// Check every rule; `scopes` are the token's (for a session: the scope the
 /// provider granted).
-pub fn check(claims: &Claims, scopes: &[&str], rules: &[ClaimRule], required: &[String]) -> Result<(), Denied> {
+pub fn check(
+    claims: &Claims,
+    scopes: &[&str],
+    rules: &[ClaimRule],
+    required: &[String],
+) -> Result<(), Denied> {
     for r in rules {
         if !r.holds(claims) {
             return Err(Denied::Claim(r.name.clone()));
@@ -163,9 +174,14 @@ mod tests {
         assert!(rule("level", &["3"]).holds(&c));
         assert!(rule("admin", &["true"]).holds(&c));
         assert!(!rule("absent", &["x"]).holds(&c));
-        assert!(!rule("realm_access", &["admin"]).holds(&c), "objects never match");
+        assert!(
+            !rule("realm_access", &["admin"]).holds(&c),
+            "objects never match"
+        );
         assert!(ClaimRule::parse("a..b", &["x"]).is_err());
-        assert!(ClaimRule::parse("email", &["~(unclosed"]).unwrap_err().contains("invalid regex"));
+        assert!(ClaimRule::parse("email", &["~(unclosed"])
+            .unwrap_err()
+            .contains("invalid regex"));
     }
 
     #[test]
@@ -179,7 +195,12 @@ mod tests {
             Err(Denied::Scope("read admin".into()))
         );
         assert_eq!(
-            check(&c, &s, &[rule("sub", &["alice"]), rule("groups", &["hr"])], &[]),
+            check(
+                &c,
+                &s,
+                &[rule("sub", &["alice"]), rule("groups", &["hr"])],
+                &[]
+            ),
             Err(Denied::Claim("groups".into()))
         );
         assert_eq!(Denied::Scope(String::new()).code(), "insufficient_scope");

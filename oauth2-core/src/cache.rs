@@ -70,7 +70,12 @@ impl<V: Clone> TokenCache<V> {
     /// A cache of at most `budget` bytes (as `entry_cost` counts them); 0
     /// keeps nothing.
     pub fn new(budget: usize) -> Self {
-        TokenCache { map: HashMap::new(), order: VecDeque::new(), budget, used: 0 }
+        TokenCache {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            budget,
+            used: 0,
+        }
     }
 
     /// The value cached for exactly this credential under this policy, if
@@ -94,7 +99,11 @@ impl<V: Clone> TokenCache<V> {
             return;
         }
         let k = lookup_key(policy, credential);
-        let e = Entry { credential: credential.into(), value, exp };
+        let e = Entry {
+            credential: credential.into(),
+            value,
+            exp,
+        };
         match self.map.insert(k, e) {
             // replaced in place: it keeps its place in the order
             Some(old) => self.used -= entry_cost(old.credential.len()),

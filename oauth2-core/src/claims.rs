@@ -58,8 +58,14 @@ mod tests {
         assert_eq!(claim_value(&c, "nil"), None);
         assert_eq!(claim_value(&c, "absent"), None);
         assert_eq!(claim_value(&c, "groups").as_deref(), Some("admin,dev"));
-        assert_eq!(claim_value(&c, "mixed").as_deref(), Some("a,1,{\"k\":\"v\"}"));
-        assert_eq!(claim_value(&c, "obj").as_deref(), Some("{\"roles\":[\"x\"]}"));
+        assert_eq!(
+            claim_value(&c, "mixed").as_deref(),
+            Some("a,1,{\"k\":\"v\"}")
+        );
+        assert_eq!(
+            claim_value(&c, "obj").as_deref(),
+            Some("{\"roles\":[\"x\"]}")
+        );
     }
 
     #[test]

@@ -37,7 +37,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "w" => 604_800_000,
             _ => return Err(bad()),
         };
-        total_ms = total_ms.checked_add(n.checked_mul(mult).ok_or_else(bad)?).ok_or_else(bad)?;
+        total_ms = total_ms
+            .checked_add(n.checked_mul(mult).ok_or_else(bad)?)
+            .ok_or_else(bad)?;
         if total_ms > u64::MAX as u128 / 2 {
             return Err(bad());
         }
@@ -58,14 +60,19 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
-    num.parse::<u64>().ok().and_then(|n| n.checked_mul(mult)).ok_or_else(bad)
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(bad)
 }
 
 /// An absolute `http` or `https` URL with a host, no fragment, no user info.
 pub fn parse_http_url(s: &str) -> Result<url::Url, String> {
     let u = url::Url::parse(s).map_err(|e| format!("invalid URL \"{s}\": {e}"))?;
     if u.scheme() != "http" && u.scheme() != "https" {
-        return Err(format!("invalid URL \"{s}\": the scheme must be http or https"));
+        return Err(format!(
+            "invalid URL \"{s}\": the scheme must be http or https"
+        ));
     }
     if u.host_str().is_none_or(str::is_empty) {
         return Err(format!("invalid URL \"{s}\": no host"));
@@ -74,7 +81,9 @@ pub fn parse_http_url(s: &str) -> Result<url::Url, String> {
         return Err(format!("invalid URL \"{s}\": a fragment is not allowed"));
     }
     if !u.username().is_empty() || u.password().is_some() {
-        return Err(format!("invalid URL \"{s}\": credentials in the URL are not allowed"));
+        return Err(format!(
+            "invalid URL \"{s}\": credentials in the URL are not allowed"
+        ));
     }
     Ok(u)
 }
@@ -93,7 +102,11 @@ pub fn parse_path_or_url(s: &str) -> Result<(), String> {
 
 /// Scope values (RFC 6749 §3.3: printable ASCII except space, `"` and `\`).
 pub fn check_scopes(v: &[&str]) -> Result<(), String> {
-    match v.iter().find(|s| s.is_empty() || s.bytes().any(|b| b <= b' ' || b > b'~' || b == b'"' || b == b'\\')) {
+    match v.iter().find(|s| {
+        s.is_empty()
+            || s.bytes()
+                .any(|b| b <= b' ' || b > b'~' || b == b'"' || b == b'\\')
+    }) {
         Some(bad) => Err(format!("invalid scope \"{bad}\"")),
         None => Ok(()),
     }
@@ -101,14 +114,19 @@ pub fn check_scopes(v: &[&str]) -> Result<(), String> {
 
 /// The discovery document URL of an issuer (OpenID Connect Discovery 1.0 §4).
 pub fn discovery_url(issuer: &str) -> String {
-    format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'))
+    format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    )
 }
 
 pub fn parse_on_off(s: &str) -> Result<bool, String> {
     match s {
         "on" => Ok(true),
         "off" => Ok(false),
-        _ => Err(format!("invalid value \"{s}\", it must be \"on\" or \"off\"")),
+        _ => Err(format!(
+            "invalid value \"{s}\", it must be \"on\" or \"off\""
+        )),
     }
 }
 
@@ -207,7 +225,15 @@ mod tests {
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
         assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86400));
-        for bad in ["", "s", "10x", "-1", "1.5s", "10 s", "99999999999999999999999d"] {
+        for bad in [
+            "",
+            "s",
+            "10x",
+            "-1",
+            "1.5s",
+            "10 s",
+            "99999999999999999999999d",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -226,7 +252,13 @@ mod tests {
     fn urls() {
         assert!(parse_http_url("https://id.example.com/realms/x").is_ok());
         assert!(parse_http_url("http://127.0.0.1:9000").is_ok());
-        for bad in ["ftp://x", "not a url", "https://u:p@x/", "https://x/#f", "/relative"] {
+        for bad in [
+            "ftp://x",
+            "not a url",
+            "https://u:p@x/",
+            "https://x/#f",
+            "/relative",
+        ] {
             assert!(parse_http_url(bad).is_err(), "{bad:?} accepted");
         }
         assert_eq!(

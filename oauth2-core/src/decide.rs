@@ -27,7 +27,9 @@ pub enum Candidate<'a> {
 
 /// RFC 6750 §2.1: `Bearer` (any case), one or more spaces, then the token.
 pub fn bearer_candidate(authorization: Option<&[u8]>) -> Candidate<'_> {
-    let Some(h) = authorization else { return Candidate::None };
+    let Some(h) = authorization else {
+        return Candidate::None;
+    };
     let h = trim_ows(h);
     if h.len() < 6 || !h[..6].eq_ignore_ascii_case(b"bearer") {
         return Candidate::None;
@@ -177,7 +179,9 @@ pub fn unauthenticated(
     browser_login: bool,
     realm: &str,
 ) -> Action {
-    let deny = || Action::Unauthorized { challenge: challenge(realm, None) };
+    let deny = || Action::Unauthorized {
+        challenge: challenge(realm, None),
+    };
     match on_failure {
         OnFailure::Pass => Action::Pass,
         OnFailure::Unauthorized | OnFailure::Auto if facts.is_preflight() => Action::Pass,
@@ -193,8 +197,12 @@ pub fn unauthenticated(
 pub fn rejected_bearer(why: Rejection, realm: &str, retry_after: u64) -> Action {
     match why {
         Rejection::ProviderUnavailable => Action::Unavailable { retry_after },
-        Rejection::MissingToken => Action::Unauthorized { challenge: challenge(realm, None) },
-        other => Action::Unauthorized { challenge: challenge(realm, Some(other)) },
+        Rejection::MissingToken => Action::Unauthorized {
+            challenge: challenge(realm, None),
+        },
+        other => Action::Unauthorized {
+            challenge: challenge(realm, Some(other)),
+        },
     }
 }
 
@@ -206,7 +214,10 @@ mod tests {
     fn bearer_extraction() {
         assert_eq!(extract_bearer(None), Credential::None);
         // the candidate is the trimmed token, its syntax checked apart
-        assert_eq!(bearer_candidate(Some(b" Bearer  a b ")), Candidate::Token(b"a b"));
+        assert_eq!(
+            bearer_candidate(Some(b" Bearer  a b ")),
+            Candidate::Token(b"a b")
+        );
         assert_eq!(token68(b"a b"), None);
         assert_eq!(token68(b"ab=="), Some("ab=="));
         assert_eq!(token68(b"=="), None);
@@ -225,21 +236,57 @@ mod tests {
             }
         }
         assert_eq!(bearer_candidate(Some(b"Bearer \t")), Candidate::Malformed);
-        assert_eq!(extract_bearer(Some(b"Bearer abc.def-_~+/=")), Credential::Bearer("abc.def-_~+/="));
-        assert_eq!(extract_bearer(Some(b"bearer abc")), Credential::Bearer("abc"));
-        assert_eq!(extract_bearer(Some(b"BEARER    abc  ")), Credential::Bearer("abc"));
-        assert_eq!(extract_bearer(Some(b"Basic dXNlcjpwYXNz")), Credential::None);
+        assert_eq!(
+            extract_bearer(Some(b"Bearer abc.def-_~+/=")),
+            Credential::Bearer("abc.def-_~+/=")
+        );
+        assert_eq!(
+            extract_bearer(Some(b"bearer abc")),
+            Credential::Bearer("abc")
+        );
+        assert_eq!(
+            extract_bearer(Some(b"BEARER    abc  ")),
+            Credential::Bearer("abc")
+        );
+        assert_eq!(
+            extract_bearer(Some(b"Basic dXNlcjpwYXNz")),
+            Credential::None
+        );
         assert_eq!(extract_bearer(Some(b"BearerX abc")), Credential::None);
         assert_eq!(extract_bearer(Some(b"Bearer")), Credential::MalformedBearer);
-        assert_eq!(extract_bearer(Some(b"Bearer   ")), Credential::MalformedBearer);
-        assert_eq!(extract_bearer(Some(b"Bearer a b")), Credential::MalformedBearer);
-        assert_eq!(extract_bearer(Some(b"Bearer a=b")), Credential::MalformedBearer);
-        assert_eq!(extract_bearer(Some(b"Bearer \xff\xfe")), Credential::MalformedBearer);
-        assert_eq!(extract_bearer(Some(b"Bearer a\r\nX: y")), Credential::MalformedBearer);
+        assert_eq!(
+            extract_bearer(Some(b"Bearer   ")),
+            Credential::MalformedBearer
+        );
+        assert_eq!(
+            extract_bearer(Some(b"Bearer a b")),
+            Credential::MalformedBearer
+        );
+        assert_eq!(
+            extract_bearer(Some(b"Bearer a=b")),
+            Credential::MalformedBearer
+        );
+        assert_eq!(
+            extract_bearer(Some(b"Bearer \xff\xfe")),
+            Credential::MalformedBearer
+        );
+        assert_eq!(
+            extract_bearer(Some(b"Bearer a\r\nX: y")),
+            Credential::MalformedBearer
+        );
     }
 
-    fn facts<'a>(method: &'a str, accept: Option<&'a str>, mode: Option<&'a str>) -> RequestFacts<'a> {
-        RequestFacts { method, accept, sec_fetch_mode: mode, ..Default::default() }
+    fn facts<'a>(
+        method: &'a str,
+        accept: Option<&'a str>,
+        mode: Option<&'a str>,
+    ) -> RequestFacts<'a> {
+        RequestFacts {
+            method,
+            accept,
+            sec_fetch_mode: mode,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -261,25 +308,59 @@ mod tests {
     fn unauthenticated_actions() {
         let nav = facts("GET", Some("text/html"), None);
         let api = facts("GET", Some("application/json"), None);
-        let deny = Action::Unauthorized { challenge: "Bearer realm=\"r\"".into() };
-        assert_eq!(unauthenticated(OnFailure::Unauthorized, &nav, true, "r"), deny);
-        assert_eq!(unauthenticated(OnFailure::Pass, &api, true, "r"), Action::Pass);
-        assert_eq!(unauthenticated(OnFailure::Redirect, &api, true, "r"), Action::Redirect);
-        assert_eq!(unauthenticated(OnFailure::Auto, &nav, true, "r"), Action::Redirect);
+        let deny = Action::Unauthorized {
+            challenge: "Bearer realm=\"r\"".into(),
+        };
+        assert_eq!(
+            unauthenticated(OnFailure::Unauthorized, &nav, true, "r"),
+            deny
+        );
+        assert_eq!(
+            unauthenticated(OnFailure::Pass, &api, true, "r"),
+            Action::Pass
+        );
+        assert_eq!(
+            unauthenticated(OnFailure::Redirect, &api, true, "r"),
+            Action::Redirect
+        );
+        assert_eq!(
+            unauthenticated(OnFailure::Auto, &nav, true, "r"),
+            Action::Redirect
+        );
         assert_eq!(unauthenticated(OnFailure::Auto, &api, true, "r"), deny);
         // no browser login configured: never a redirect
         assert_eq!(unauthenticated(OnFailure::Auto, &nav, false, "r"), deny);
         assert_eq!(unauthenticated(OnFailure::Redirect, &nav, false, "r"), deny);
-        let pre = RequestFacts { method: "OPTIONS", access_control_request_method: true, ..Default::default() };
-        assert_eq!(unauthenticated(OnFailure::Unauthorized, &pre, true, "r"), Action::Pass);
-        assert_eq!(unauthenticated(OnFailure::Auto, &pre, true, "r"), Action::Pass);
-        let opt = RequestFacts { method: "OPTIONS", ..Default::default() };
-        assert_eq!(unauthenticated(OnFailure::Unauthorized, &opt, true, "r"), deny);
+        let pre = RequestFacts {
+            method: "OPTIONS",
+            access_control_request_method: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            unauthenticated(OnFailure::Unauthorized, &pre, true, "r"),
+            Action::Pass
+        );
+        assert_eq!(
+            unauthenticated(OnFailure::Auto, &pre, true, "r"),
+            Action::Pass
+        );
+        let opt = RequestFacts {
+            method: "OPTIONS",
+            ..Default::default()
+        };
+        assert_eq!(
+            unauthenticated(OnFailure::Unauthorized, &opt, true, "r"),
+            deny
+        );
     }
 
     #[test]
     fn rejected_bearer_never_redirects() {
-        for why in [Rejection::Expired, Rejection::Malformed, Rejection::BadSignature] {
+        for why in [
+            Rejection::Expired,
+            Rejection::Malformed,
+            Rejection::BadSignature,
+        ] {
             match rejected_bearer(why, "api", 5) {
                 Action::Unauthorized { challenge } => {
                     assert!(challenge.starts_with("Bearer realm=\"api\", error=\"invalid_token\""));
@@ -304,6 +385,9 @@ mod tests {
 
     #[test]
     fn realm_is_quoted() {
-        assert_eq!(challenge("a\"b\\c\r\n", None), "Bearer realm=\"a\\\"b\\\\c\"");
+        assert_eq!(
+            challenge("a\"b\\c\r\n", None),
+            "Bearer realm=\"a\\\"b\\\\c\""
+        );
     }
 }

@@ -127,10 +127,125 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for r in all {
             assert!(seen.insert(r.code()), "duplicate code {}", r.code());
-            assert!(r.code().bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+            assert!(r
+                .code()
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_'));
             assert!(!r.description().contains('"'));
         }
         assert_eq!(Rejection::ProviderUnavailable.status(), 503);
         assert_eq!(Rejection::Expired.status(), 401);
+    }
+}
+
+/// Why a request to the provider (discovery, JWKS, a POST) gave no usable
+/// answer. Messages are lowercase nginx-style fragments; none carries a
+/// secret (URLs are the provider's public endpoints).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    /// Connection, TLS, timeout: the innermost cause as the client says it.
+    #[error("{what} request to \"{url}\" failed ({cause})")]
+    Transport {
+        what: &'static str,
+        url: String,
+        cause: String,
+    },
+    #[error("{what} request to \"{url}\" failed (status {status})")]
+    Status {
+        what: &'static str,
+        url: String,
+        status: u16,
+    },
+    #[error("{what} request to \"{url}\" failed (response too large)")]
+    TooLarge { what: &'static str, url: String },
+    /// The document came but cannot be used.
+    #[error("{reason} at \"{url}\"")]
+    Document { url: String, reason: String },
+    #[error("the provider metadata has no \"jwks_uri\"")]
+    NoJwksUri,
+    #[error("invalid oauth2_ssl_trusted_certificate: {0}")]
+    Certificate(String),
+    #[error("cannot create the HTTP client: {0}")]
+    Client(String),
+    #[error("cannot start the fetcher runtime: {0}")]
+    Runtime(String),
+    /// The fetcher's task for this job ended without an answer.
+    #[error("the fetch task failed ({0})")]
+    TaskFailed(String),
+    /// The fetcher thread is not running (or no longer takes jobs).
+    #[error("the fetcher is not running")]
+    NotRunning,
+}
+
+/// Why the token endpoint's answer gives no tokens (RFC 6749 §5.2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenEndpointError {
+    /// The provider refused: its status and `error` code (sanitized).
+    #[error("the token endpoint answered {status} ({code})")]
+    Refused { status: u16, code: String },
+    #[error("invalid token response: {0}")]
+    Invalid(String),
+    #[error("unsupported token_type \"{0}\"")]
+    TokenType(String),
+}
+
+impl TokenEndpointError {
+    /// A refusal that may pass (the provider's own trouble), not a verdict.
+    pub fn transient(&self) -> bool {
+        matches!(self, TokenEndpointError::Refused { status, .. } if *status >= 500)
+    }
+}
+
+/// A directive value that cannot be used; the glue adds the directive name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfError {
+    #[error("is duplicate")]
+    Duplicate,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<String> for ConfError {
+    fn from(s: String) -> Self {
+        ConfError::Invalid(s)
+    }
+}
+
+impl From<&str> for ConfError {
+    fn from(s: &str) -> Self {
+        ConfError::Invalid(s.to_string())
+    }
+}
+
+#[cfg(test)]
+mod typed_tests {
+    use super::*;
+
+    #[test]
+    fn messages_read_like_nginx_log_lines() {
+        let e = FetchError::Status {
+            what: "JWKS",
+            url: "https://op/jwks".into(),
+            status: 500,
+        };
+        assert_eq!(
+            e.to_string(),
+            "JWKS request to \"https://op/jwks\" failed (status 500)"
+        );
+        let t = TokenEndpointError::Refused {
+            status: 400,
+            code: "invalid_grant".into(),
+        };
+        assert_eq!(
+            t.to_string(),
+            "the token endpoint answered 400 (invalid_grant)"
+        );
+        assert!(!t.transient());
+        assert!(TokenEndpointError::Refused {
+            status: 503,
+            code: "x".into()
+        }
+        .transient());
+        assert_eq!(ConfError::Duplicate.to_string(), "is duplicate");
     }
 }

@@ -47,7 +47,8 @@ pub struct Parsed<'a> {
 /// JWT validation over introspection for `oauth2_token_validation auto`.
 pub fn looks_like_jwt(token: &str) -> bool {
     let b = token.as_bytes();
-    memchr::memchr_iter(b'.', b).take(3).count() == 2 && all_bytes(b, |c| b64url_byte(c) | (c == b'.'))
+    memchr::memchr_iter(b'.', b).take(3).count() == 2
+        && all_bytes(b, |c| b64url_byte(c) | (c == b'.'))
 }
 
 /// A base64url character, without branches or tables so that the scans
@@ -61,7 +62,8 @@ fn b64url_byte(c: u8) -> bool {
 /// inside a block, which the compiler vectorizes.
 #[inline(always)]
 pub(crate) fn all_bytes(s: &[u8], pred: impl Fn(u8) -> bool + Copy) -> bool {
-    s.chunks(64).all(|c| c.iter().fold(0u8, |bad, &b| bad | u8::from(!pred(b))) == 0)
+    s.chunks(64)
+        .all(|c| c.iter().fold(0u8, |bad, &b| bad | u8::from(!pred(b))) == 0)
 }
 
 fn is_b64url(s: &str) -> bool {
@@ -69,7 +71,9 @@ fn is_b64url(s: &str) -> bool {
 }
 
 fn b64_json(part: &str) -> Result<Map<String, Value>, Rejection> {
-    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| Rejection::Malformed)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| Rejection::Malformed)?;
     // Duplicate member names are refused: parsers that keep the first and
     // parsers that keep the last would read different claims.
     match serde_json::from_slice::<Strict>(&bytes) {
@@ -212,8 +216,10 @@ pub fn verify(parsed: &Parsed<'_>, sets: &[&KeySet]) -> Result<(), Rejection> {
         let ok = match key.parsed(parsed.alg) {
             Some(pk) => {
                 // decoded once, for however many candidate keys
-                let sig = signature.get_or_insert_with(|| URL_SAFE_NO_PAD.decode(parsed.signature).ok());
-                sig.as_ref().is_some_and(|s| pk.verify_sig(parsed.signing_input.as_bytes(), s).is_ok())
+                let sig =
+                    signature.get_or_insert_with(|| URL_SAFE_NO_PAD.decode(parsed.signature).ok());
+                sig.as_ref()
+                    .is_some_and(|s| pk.verify_sig(parsed.signing_input.as_bytes(), s).is_ok())
             }
             // HMAC secrets: jsonwebtoken's constant-time check
             None => jsonwebtoken::crypto::verify(
@@ -276,9 +282,10 @@ pub fn check_claims(claims: Claims, policy: &Policy, now: u64) -> Result<Validat
     }
     let aud_ok = match claims.get("aud") {
         Some(Value::String(a)) => policy.audiences.iter().any(|x| x == a),
-        Some(Value::Array(v)) => v
-            .iter()
-            .any(|a| a.as_str().is_some_and(|a| policy.audiences.iter().any(|x| x == a))),
+        Some(Value::Array(v)) => v.iter().any(|a| {
+            a.as_str()
+                .is_some_and(|a| policy.audiences.iter().any(|x| x == a))
+        }),
         _ => false,
     };
     if !aud_ok {
@@ -319,7 +326,9 @@ mod tests {
                 t[10] = b'.';
                 t[120] = b'.';
                 // the plain definition, byte by byte
-                let reference = t.iter().all(|&b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                let reference = t
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
                     && t.iter().filter(|&&b| b == b'.').count() == 2;
                 if let Ok(s) = std::str::from_utf8(&t) {
                     assert_eq!(looks_like_jwt(s), reference, "byte {c:#04x} at {at}");
@@ -450,16 +459,35 @@ mod tests {
     #[test]
     fn every_rsa_algorithm_with_the_parsed_key() {
         // the same key, not pinned to RS256
-        let jwks = RSA_JWKS.replace(r#""alg":"RS256","#, "").replace(r#","alg":"RS256""#, "");
+        let jwks = RSA_JWKS
+            .replace(r#""alg":"RS256","#, "")
+            .replace(r#","alg":"RS256""#, "");
         assert!(!jwks.contains("RS256"));
         let set = KeySet::parse(jwks.as_bytes(), KeySource::Network).unwrap();
         let mut p = policy();
-        p.algorithms.extend([Algorithm::PS256, Algorithm::PS384, Algorithm::PS512, Algorithm::RS384, Algorithm::RS512]);
-        for alg in [Algorithm::RS256, Algorithm::RS384, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384, Algorithm::PS512] {
+        p.algorithms.extend([
+            Algorithm::PS256,
+            Algorithm::PS384,
+            Algorithm::PS512,
+            Algorithm::RS384,
+            Algorithm::RS512,
+        ]);
+        for alg in [
+            Algorithm::RS256,
+            Algorithm::RS384,
+            Algorithm::RS512,
+            Algorithm::PS256,
+            Algorithm::PS384,
+            Algorithm::PS512,
+        ] {
             let t = sign_with(&claims(), alg, Some("test-rsa"), RSA_PRIV);
             assert!(validate(&t, &[&set], &p, NOW).is_ok(), "{alg:?}");
             let f = sign_with(&claims(), alg, Some("test-rsa"), FOREIGN_PRIV);
-            assert_eq!(validate(&f, &[&set], &p, NOW).unwrap_err(), Rejection::BadSignature, "{alg:?}");
+            assert_eq!(
+                validate(&f, &[&set], &p, NOW).unwrap_err(),
+                Rejection::BadSignature,
+                "{alg:?}"
+            );
         }
     }
 
@@ -470,7 +498,10 @@ mod tests {
         let mut b = t.clone().into_bytes();
         let i = b.len() - 10;
         b[i] = if b[i] == b'A' { b'B' } else { b'A' };
-        assert_eq!(check(&String::from_utf8(b).unwrap()).unwrap_err(), Rejection::BadSignature);
+        assert_eq!(
+            check(&String::from_utf8(b).unwrap()).unwrap_err(),
+            Rejection::BadSignature
+        );
         // tampered payload, original signature
         let parts: Vec<&str> = t.split('.').collect();
         let mut c = claims();
@@ -493,24 +524,41 @@ mod tests {
         let body = b64(&claims());
         for alg in ["none", "None", "nOnE", "NONE"] {
             let h = b64(&json!({"alg": alg, "typ": "JWT"}));
-            assert_eq!(check(&format!("{h}.{body}.")).unwrap_err(), Rejection::BadAlgorithm);
-            assert_eq!(check(&format!("{h}.{body}.AAAA")).unwrap_err(), Rejection::BadAlgorithm);
+            assert_eq!(
+                check(&format!("{h}.{body}.")).unwrap_err(),
+                Rejection::BadAlgorithm
+            );
+            assert_eq!(
+                check(&format!("{h}.{body}.AAAA")).unwrap_err(),
+                Rejection::BadAlgorithm
+            );
         }
         // HS256 keyed with the RSA public key: not allowed by default...
         let hs = {
             let mut h = Header::new(Algorithm::HS256);
             h.kid = Some("test-rsa".into());
-            encode(&h, &claims(), &EncodingKey::from_secret(RSA_PUB_PEM.as_bytes())).unwrap()
+            encode(
+                &h,
+                &claims(),
+                &EncodingKey::from_secret(RSA_PUB_PEM.as_bytes()),
+            )
+            .unwrap()
         };
         assert_eq!(check(&hs).unwrap_err(), Rejection::BadAlgorithm);
         // ...and even when HS256 is allowed, an RSA key never verifies it.
         let mut p = policy();
         p.algorithms.push(Algorithm::HS256);
-        assert_eq!(validate(&hs, &[&keys()], &p, NOW).unwrap_err(), Rejection::BadSignature);
+        assert_eq!(
+            validate(&hs, &[&keys()], &p, NOW).unwrap_err(),
+            Rejection::BadSignature
+        );
         // a restricted list is honoured
         let mut p = policy();
         p.algorithms = vec![Algorithm::ES256];
-        assert_eq!(validate(&sign(&claims()), &[&keys()], &p, NOW).unwrap_err(), Rejection::BadAlgorithm);
+        assert_eq!(
+            validate(&sign(&claims()), &[&keys()], &p, NOW).unwrap_err(),
+            Rejection::BadAlgorithm
+        );
     }
 
     #[test]
@@ -563,7 +611,10 @@ mod tests {
         let p = format!("{}.{}.{}", parts[0], "bm90IGpzb24", parts[2]);
         assert_eq!(check(&p).unwrap_err(), Rejection::BadSignature);
         // a non-object payload with a valid signature is still malformed
-        let h = Header { kid: Some("test-rsa".into()), ..Header::new(Algorithm::RS256) };
+        let h = Header {
+            kid: Some("test-rsa".into()),
+            ..Header::new(Algorithm::RS256)
+        };
         let k = EncodingKey::from_rsa_pem(RSA_PRIV.as_bytes()).unwrap();
         let arr = encode(&h, &json!([1]), &k).unwrap();
         assert_eq!(check(&arr).unwrap_err(), Rejection::Malformed);
@@ -572,7 +623,10 @@ mod tests {
     #[test]
     fn duplicate_member_names_are_malformed() {
         let k = EncodingKey::from_rsa_pem(RSA_PRIV.as_bytes()).unwrap();
-        let h = Header { kid: Some("test-rsa".into()), ..Header::new(Algorithm::RS256) };
+        let h = Header {
+            kid: Some("test-rsa".into()),
+            ..Header::new(Algorithm::RS256)
+        };
         let t = encode(&h, &claims(), &k).unwrap();
         let parts: Vec<&str> = t.split('.').collect();
         // re-sign a payload with "sub" twice
@@ -582,7 +636,10 @@ mod tests {
         );
         let input = format!("{}.{}", parts[0], URL_SAFE_NO_PAD.encode(dup));
         let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &k, Algorithm::RS256).unwrap();
-        assert_eq!(check(&format!("{input}.{sig}")).unwrap_err(), Rejection::Malformed);
+        assert_eq!(
+            check(&format!("{input}.{sig}")).unwrap_err(),
+            Rejection::Malformed
+        );
         // nested duplicates too
         let nested = format!(
             "{{\"iss\":\"https://op.test\",\"aud\":\"api\",\"exp\":{},\"o\":{{\"a\":1,\"a\":2}}}}",
@@ -590,10 +647,16 @@ mod tests {
         );
         let input = format!("{}.{}", parts[0], URL_SAFE_NO_PAD.encode(nested));
         let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &k, Algorithm::RS256).unwrap();
-        assert_eq!(check(&format!("{input}.{sig}")).unwrap_err(), Rejection::Malformed);
+        assert_eq!(
+            check(&format!("{input}.{sig}")).unwrap_err(),
+            Rejection::Malformed
+        );
         // a duplicate in the header
         let hdr = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","alg":"none","kid":"test-rsa"}"#);
-        assert_eq!(check(&format!("{hdr}.{}.{}", parts[1], parts[2])).unwrap_err(), Rejection::Malformed);
+        assert_eq!(
+            check(&format!("{hdr}.{}.{}", parts[1], parts[2])).unwrap_err(),
+            Rejection::Malformed
+        );
     }
 
     #[test]

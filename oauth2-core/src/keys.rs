@@ -40,7 +40,10 @@ pub struct Key {
 impl std::fmt::Debug for Key {
     // never prints key material (HMAC secrets may be in here)
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Key").field("kid", &self.kid).field("kind", &self.kind).finish()
+        f.debug_struct("Key")
+            .field("kid", &self.kid)
+            .field("kind", &self.kind)
+            .finish()
     }
 }
 
@@ -65,7 +68,10 @@ impl Key {
             ) | (Algorithm::ES256, KeyKind::EcP256)
                 | (Algorithm::ES384, KeyKind::EcP384)
                 | (Algorithm::EdDSA, KeyKind::Ed25519)
-                | (Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512, KeyKind::Oct)
+                | (
+                    Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512,
+                    KeyKind::Oct
+                )
         )
     }
 
@@ -123,8 +129,7 @@ impl KeySet {
         struct Doc {
             keys: Vec<serde_json::Value>,
         }
-        let doc: Doc = serde_json::from_slice(doc)
-            .map_err(|e| format!("invalid JWK Set: {e}"))?;
+        let doc: Doc = serde_json::from_slice(doc).map_err(|e| format!("invalid JWK Set: {e}"))?;
         let mut set = KeySet::default();
         for (i, v) in doc.keys.into_iter().enumerate() {
             match parse_key(v, source) {
@@ -146,8 +151,11 @@ impl KeySet {
     pub fn lookup(&self, kid: Option<&str>, alg: Algorithm) -> Lookup<'_> {
         match kid {
             Some(kid) => {
-                let found: Vec<&Key> =
-                    self.keys.iter().filter(|k| k.kid.as_deref() == Some(kid)).collect();
+                let found: Vec<&Key> = self
+                    .keys
+                    .iter()
+                    .filter(|k| k.kid.as_deref() == Some(kid))
+                    .collect();
                 if found.is_empty() {
                     return Lookup::UnknownKid;
                 }
@@ -208,7 +216,13 @@ fn parse_key(v: serde_json::Value, source: KeySource) -> Result<Key, String> {
     };
     let alg = jwk.common.key_algorithm.map(|a| format!("{a}"));
     let decoding = DecodingKey::from_jwk(&jwk).map_err(|e| format!("{e}"))?;
-    let mut key = Key { kid: jwk.common.key_id.clone(), alg, kind, decoding, parsed: Vec::new() };
+    let mut key = Key {
+        kid: jwk.common.key_id.clone(),
+        alg,
+        kind,
+        decoding,
+        parsed: Vec::new(),
+    };
     key.parsed = parse_public(&jwk.algorithm, &key)?;
     Ok(key)
 }
@@ -231,7 +245,10 @@ fn coordinate(v: &str, what: &str, size: usize) -> Result<Vec<u8>, String> {
 }
 
 /// Parse the public key once for every algorithm the key may verify.
-fn parse_public(params: &AlgorithmParameters, key: &Key) -> Result<Vec<(Algorithm, ParsedPublicKey)>, String> {
+fn parse_public(
+    params: &AlgorithmParameters,
+    key: &Key,
+) -> Result<Vec<(Algorithm, ParsedPublicKey)>, String> {
     let rejected = |e: aws_lc_rs::error::KeyRejected| format!("the public key is not usable: {e}");
     let mut out = Vec::new();
     match params {
@@ -239,7 +256,10 @@ fn parse_public(params: &AlgorithmParameters, key: &Key) -> Result<Vec<(Algorith
             let n = b64_field(&p.n, "n")?;
             let e = b64_field(&p.e, "e")?;
             let strip = |b: &[u8]| b.iter().position(|&x| x != 0).map_or(0, |i| i);
-            let c = RsaPublicKeyComponents { n: &n[strip(&n)..], e: &e[strip(&e)..] };
+            let c = RsaPublicKeyComponents {
+                n: &n[strip(&n)..],
+                e: &e[strip(&e)..],
+            };
             let algs: [(Algorithm, &'static sig::RsaParameters); 6] = [
                 (Algorithm::RS256, &sig::RSA_PKCS1_2048_8192_SHA256),
                 (Algorithm::RS384, &sig::RSA_PKCS1_2048_8192_SHA384),
@@ -255,10 +275,11 @@ fn parse_public(params: &AlgorithmParameters, key: &Key) -> Result<Vec<(Algorith
             }
         }
         AlgorithmParameters::EllipticCurve(p) => {
-            let (alg, size, verify): (_, _, &'static sig::EcdsaVerificationAlgorithm) = match key.kind {
-                KeyKind::EcP256 => (Algorithm::ES256, 32, &sig::ECDSA_P256_SHA256_FIXED),
-                _ => (Algorithm::ES384, 48, &sig::ECDSA_P384_SHA384_FIXED),
-            };
+            let (alg, size, verify): (_, _, &'static sig::EcdsaVerificationAlgorithm) =
+                match key.kind {
+                    KeyKind::EcP256 => (Algorithm::ES256, 32, &sig::ECDSA_P256_SHA256_FIXED),
+                    _ => (Algorithm::ES384, 48, &sig::ECDSA_P384_SHA384_FIXED),
+                };
             if key.fits(alg) {
                 let mut point = vec![4u8];
                 point.extend(coordinate(&p.x, "x", size)?);
@@ -269,7 +290,10 @@ fn parse_public(params: &AlgorithmParameters, key: &Key) -> Result<Vec<(Algorith
         AlgorithmParameters::OctetKeyPair(p) => {
             if key.fits(Algorithm::EdDSA) {
                 let x = b64_field(&p.x, "x")?;
-                out.push((Algorithm::EdDSA, ParsedPublicKey::new(&sig::ED25519, x).map_err(rejected)?));
+                out.push((
+                    Algorithm::EdDSA,
+                    ParsedPublicKey::new(&sig::ED25519, x).map_err(rejected)?,
+                ));
             }
         }
         _ => {}
@@ -295,8 +319,8 @@ impl Metadata {
     /// issuer (OpenID Connect Discovery 1.0 §4.3: they must be identical; a
     /// trailing slash alone is forgiven).
     pub fn parse(doc: &[u8], expected_issuer: &str) -> Result<Metadata, String> {
-        let m: Metadata = serde_json::from_slice(doc)
-            .map_err(|e| format!("invalid provider metadata: {e}"))?;
+        let m: Metadata =
+            serde_json::from_slice(doc).map_err(|e| format!("invalid provider metadata: {e}"))?;
         if m.issuer.trim_end_matches('/') != expected_issuer.trim_end_matches('/') {
             return Err(format!(
                 "provider metadata names issuer \"{}\", expected \"{}\"",
@@ -351,13 +375,25 @@ mod tests {
         let s = set(&[RSA_JWK, EC_JWK], KeySource::Network).unwrap();
         assert_eq!(s.keys.len(), 2);
         assert!(matches!(s.lookup(Some("r1"), Algorithm::RS256), Lookup::Found(v) if v.len() == 1));
-        assert!(matches!(s.lookup(Some("zz"), Algorithm::RS256), Lookup::UnknownKid));
+        assert!(matches!(
+            s.lookup(Some("zz"), Algorithm::RS256),
+            Lookup::UnknownKid
+        ));
         // key alg is RS256: PS256 must not use it
-        assert!(matches!(s.lookup(Some("r1"), Algorithm::PS256), Lookup::NoFittingKey));
+        assert!(matches!(
+            s.lookup(Some("r1"), Algorithm::PS256),
+            Lookup::NoFittingKey
+        ));
         // an RSA key never verifies HMAC
-        assert!(matches!(s.lookup(Some("r1"), Algorithm::HS256), Lookup::NoFittingKey));
+        assert!(matches!(
+            s.lookup(Some("r1"), Algorithm::HS256),
+            Lookup::NoFittingKey
+        ));
         assert!(matches!(s.lookup(None, Algorithm::ES256), Lookup::Found(v) if v.len() == 1));
-        assert!(matches!(s.lookup(None, Algorithm::ES384), Lookup::NoFittingKey));
+        assert!(matches!(
+            s.lookup(None, Algorithm::ES384),
+            Lookup::NoFittingKey
+        ));
     }
 
     #[test]
@@ -370,7 +406,14 @@ mod tests {
         // without "alg": every RSA algorithm
         let any = RSA_JWK.replace(r#""alg":"RS256","#, "");
         let s = set(&[&any], KeySource::Network).unwrap();
-        for a in [Algorithm::RS256, Algorithm::RS384, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384, Algorithm::PS512] {
+        for a in [
+            Algorithm::RS256,
+            Algorithm::RS384,
+            Algorithm::RS512,
+            Algorithm::PS256,
+            Algorithm::PS384,
+            Algorithm::PS512,
+        ] {
             assert!(s.keys[0].parsed(a).is_some(), "{a:?}");
         }
         // a point that is not on the curve is skipped, with why
@@ -382,7 +425,8 @@ mod tests {
 
     #[test]
     fn hmac_only_from_file() {
-        let oct = r#"{"kty":"oct","kid":"h1","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"}"#;
+        let oct =
+            r#"{"kty":"oct","kid":"h1","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"}"#;
         assert!(set(&[oct], KeySource::Network).is_err());
         let s = set(&[oct, RSA_JWK], KeySource::Network).unwrap();
         assert_eq!(s.keys.len(), 1);
@@ -395,7 +439,9 @@ mod tests {
     #[test]
     fn rejects_bad_documents() {
         assert!(KeySet::parse(b"garbage", KeySource::Network).is_err());
-        assert!(KeySet::parse(b"{\"keys\":[]}", KeySource::Network).unwrap_err().contains("empty"));
+        assert!(KeySet::parse(b"{\"keys\":[]}", KeySource::Network)
+            .unwrap_err()
+            .contains("empty"));
         assert!(KeySet::parse(b"{\"keys\":{}}", KeySource::Network).is_err());
         let enc = r#"{"kty":"RSA","use":"enc","n":"AQAB","e":"AQAB"}"#;
         assert!(set(&[enc], KeySource::Network).is_err());
@@ -406,7 +452,9 @@ mod tests {
         let doc = br#"{"issuer":"https://op.example","jwks_uri":"https://op.example/jwks"}"#;
         assert!(Metadata::parse(doc, "https://op.example").is_ok());
         assert!(Metadata::parse(doc, "https://op.example/").is_ok());
-        assert!(Metadata::parse(doc, "https://evil.example").unwrap_err().contains("evil"));
+        assert!(Metadata::parse(doc, "https://evil.example")
+            .unwrap_err()
+            .contains("evil"));
         assert!(Metadata::parse(b"[]", "https://op.example").is_err());
     }
 

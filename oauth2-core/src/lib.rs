@@ -9,11 +9,14 @@ pub mod claims;
 pub mod config;
 pub mod decide;
 pub mod error;
+pub mod flights;
 pub mod introspection;
 pub mod jwt;
 pub mod keys;
 pub mod login;
+pub mod provider;
 pub mod session;
+pub mod waits;
 
-pub use error::Rejection;
+pub use error::{ConfError, FetchError, Rejection, TokenEndpointError};
 pub use jsonwebtoken::Algorithm;

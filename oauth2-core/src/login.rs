@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::error::Rejection;
+use crate::error::{Rejection, TokenEndpointError};
 use crate::jwt::{self, Claims, Policy};
 use crate::keys::KeySet;
 use crate::session::ct_eq;
@@ -20,7 +20,8 @@ pub fn authorization_url(
     nonce: &str,
     code_challenge: &str,
 ) -> Result<String, String> {
-    let mut u = url::Url::parse(endpoint).map_err(|e| format!("bad authorization_endpoint: {e}"))?;
+    let mut u =
+        url::Url::parse(endpoint).map_err(|e| format!("bad authorization_endpoint: {e}"))?;
     u.query_pairs_mut()
         .append_pair("response_type", "code")
         .append_pair("client_id", client_id)
@@ -57,7 +58,10 @@ pub fn basic_credentials(client_id: &str, secret: &str) -> String {
     use base64::Engine;
     let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
     let raw = format!("{}:{}", enc(client_id), enc(secret));
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
 }
 
 /// The successful token response (RFC 6749 §5.1).
@@ -78,22 +82,26 @@ pub struct TokenResponse {
 }
 
 /// Parse a token endpoint answer: the tokens, or the provider's error code.
-pub fn parse_token_response(status: u16, body: &[u8]) -> Result<TokenResponse, String> {
+pub fn parse_token_response(status: u16, body: &[u8]) -> Result<TokenResponse, TokenEndpointError> {
     if (200..300).contains(&status) {
         let t: TokenResponse =
-            serde_json::from_slice(body).map_err(|e| format!("invalid token response: {e}"))?;
+            serde_json::from_slice(body).map_err(|e| TokenEndpointError::Invalid(e.to_string()))?;
         if let Some(tt) = &t.token_type {
             if !tt.eq_ignore_ascii_case("bearer") && !tt.eq_ignore_ascii_case("dpop") {
-                return Err(format!("unsupported token_type \"{}\"", crate::claims::sanitize(tt)));
+                return Err(TokenEndpointError::TokenType(crate::claims::sanitize(tt)));
             }
         }
         return Ok(t);
     }
     let code = serde_json::from_slice::<Value>(body)
         .ok()
-        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(crate::claims::sanitize))
+        .and_then(|v| {
+            v.get("error")
+                .and_then(|e| e.as_str())
+                .map(crate::claims::sanitize)
+        })
         .unwrap_or_else(|| "no error code".into());
-    Err(format!("the token endpoint answered {status} ({code})"))
+    Err(TokenEndpointError::Refused { status, code })
 }
 
 /// OpenID Connect Core §3.1.3.7: signature, `iss`, `aud` contains the client
@@ -177,7 +185,13 @@ mod tests {
     #[test]
     fn auth_url() {
         let u = authorization_url(
-            "https://op.example/auth?x=1", "c", "https://app/cb", "openid email", "s", "n", "ch",
+            "https://op.example/auth?x=1",
+            "c",
+            "https://app/cb",
+            "openid email",
+            "s",
+            "n",
+            "ch",
         )
         .unwrap();
         assert!(u.starts_with("https://op.example/auth?x=1&response_type=code&client_id=c"));
@@ -190,28 +204,46 @@ mod tests {
     fn client_auth_choice() {
         let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         assert_eq!(ClientAuth::choose(&v(&[])), ClientAuth::Basic);
-        assert_eq!(ClientAuth::choose(&v(&["client_secret_post"])), ClientAuth::Post);
+        assert_eq!(
+            ClientAuth::choose(&v(&["client_secret_post"])),
+            ClientAuth::Post
+        );
         assert_eq!(
             ClientAuth::choose(&v(&["client_secret_post", "client_secret_basic"])),
             ClientAuth::Basic
         );
         use base64::Engine;
         let b = basic_credentials("a b", "p:w");
-        let raw = base64::engine::general_purpose::STANDARD.decode(&b["Basic ".len()..]).unwrap();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&b["Basic ".len()..])
+            .unwrap();
         assert_eq!(raw, b"a+b:p%3Aw");
         assert_eq!(basic_credentials("id", "secret"), "Basic aWQ6c2VjcmV0");
     }
 
     #[test]
     fn token_responses() {
-        let ok = parse_token_response(200, br#"{"access_token":"a","token_type":"Bearer","expires_in":60,"id_token":"x.y.z"}"#).unwrap();
+        let ok = parse_token_response(
+            200,
+            br#"{"access_token":"a","token_type":"Bearer","expires_in":60,"id_token":"x.y.z"}"#,
+        )
+        .unwrap();
         assert_eq!(ok.access_token, "a");
         assert_eq!(ok.expires_in, Some(60));
         assert!(parse_token_response(200, b"not json").is_err());
         assert!(parse_token_response(200, br#"{"access_token":"a","token_type":"mac"}"#).is_err());
         let e = parse_token_response(400, br#"{"error":"invalid_grant"}"#).unwrap_err();
-        assert!(e.contains("400") && e.contains("invalid_grant"));
-        assert!(parse_token_response(500, b"<html>").unwrap_err().contains("500"));
+        assert_eq!(
+            e,
+            TokenEndpointError::Refused {
+                status: 400,
+                code: "invalid_grant".into()
+            }
+        );
+        assert!(!e.transient());
+        assert!(parse_token_response(500, b"<html>")
+            .unwrap_err()
+            .transient());
     }
 
     #[test]
@@ -225,4 +257,22 @@ mod tests {
         assert_eq!(e.error.as_deref(), Some("access_denied"));
         assert_eq!(clean_error_code("<b>\"x\"\r\n</b>"), "<b>x</b>");
     }
+}
+
+/// Where a request is in the `oauth2_callback` (kept in its request ctx
+/// while it waits).
+#[derive(Debug)]
+pub enum CallbackStep {
+    /// Waiting for the provider metadata (the token endpoint).
+    Metadata,
+    /// Waiting for the token endpoint's answer.
+    Token {
+        login: crate::session::LoginState,
+        job: crate::waits::JobId,
+    },
+    /// Waiting for a key refetch to verify the ID token.
+    Keys {
+        login: crate::session::LoginState,
+        tokens: TokenResponse,
+    },
 }

@@ -58,7 +58,11 @@ impl CookieKeys {
                 .or_else(|_| URL_SAFE_NO_PAD.decode(line.trim_end_matches('=')))
                 .map_err(|_| format!("line {}: not base64", i + 1))?;
             if raw.len() != 32 {
-                return Err(format!("line {}: the key is {} bytes, not 32", i + 1, raw.len()));
+                return Err(format!(
+                    "line {}: the key is {} bytes, not 32",
+                    i + 1,
+                    raw.len()
+                ));
             }
             let key = UnboundKey::new(&AES_256_GCM, &raw)
                 .map_err(|_| format!("line {}: unusable key", i + 1))?;
@@ -192,7 +196,10 @@ impl Session {
 /// Cookies of a request, in order (`Cookie: a=1; b=2`), values unquoted.
 pub fn parse_cookies(header: &str) -> impl Iterator<Item = (&str, &str)> {
     cookie_pairs(header.as_bytes()).filter_map(|(k, v)| {
-        Some((std::str::from_utf8(k).ok()?, std::str::from_utf8(unquote(v)).ok()?))
+        Some((
+            std::str::from_utf8(k).ok()?,
+            std::str::from_utf8(unquote(v)).ok()?,
+        ))
     })
 }
 
@@ -224,7 +231,9 @@ impl<'a> Iterator for CookiePairs<'a> {
                     rest
                 }
             };
-            let Some(eq) = memchr::memchr(b'=', piece) else { continue };
+            let Some(eq) = memchr::memchr(b'=', piece) else {
+                continue;
+            };
             let name = piece[..eq].trim_ascii();
             if name.is_empty() {
                 continue;
@@ -407,12 +416,18 @@ mod tests {
         let drop = |k: &[u8]| k == b"s" || k.starts_with(b"s_");
         assert_eq!(without_cookies(b"a=1; b=2", drop), None);
         let out = without_cookies(b"a=1;s=xyz; b=\"2\" ;s_1=q;c=3", drop).unwrap();
-        assert_eq!(out, b"a=1; b=\"2\"; c=3", "the others kept as they came, quotes included");
+        assert_eq!(
+            out, b"a=1; b=\"2\"; c=3",
+            "the others kept as they came, quotes included"
+        );
         assert_eq!(out.capacity(), out.len(), "sized exactly");
         assert_eq!(without_cookies(b"s=xyz", drop).as_deref(), Some(&b""[..]));
         assert_eq!(without_cookies(b"s=xyz;s_1=q", drop).unwrap().capacity(), 0);
         // a value that is not UTF-8 does not hide the module's cookies
-        assert_eq!(without_cookies(b"a=\xff; s=1", drop).as_deref(), Some(&b"a=\xff"[..]));
+        assert_eq!(
+            without_cookies(b"a=\xff; s=1", drop).as_deref(),
+            Some(&b"a=\xff"[..])
+        );
     }
 
     fn key_line(b: u8) -> String {
@@ -421,10 +436,13 @@ mod tests {
 
     #[test]
     fn keys_file() {
-        let k = CookieKeys::parse(&format!("# comment\n\n{}\n{}\n", key_line(1), key_line(2))).unwrap();
+        let k =
+            CookieKeys::parse(&format!("# comment\n\n{}\n{}\n", key_line(1), key_line(2))).unwrap();
         assert_eq!(k.keys.len(), 2);
         assert!(CookieKeys::parse("").is_err());
-        assert!(CookieKeys::parse("not base64 !!!").unwrap_err().contains("line 1"));
+        assert!(CookieKeys::parse("not base64 !!!")
+            .unwrap_err()
+            .contains("line 1"));
         let short = STANDARD.encode([1u8; 16]);
         let e = CookieKeys::parse(&short).unwrap_err();
         assert!(e.contains("16 bytes") && !e.contains(&short));
@@ -451,7 +469,9 @@ mod tests {
         let mut t = v.clone().into_bytes();
         let i = t.len() - 3;
         t[i] = if t[i] == b'A' { b'B' } else { b'A' };
-        assert!(old.open(Purpose::Session, std::str::from_utf8(&t).unwrap()).is_none());
+        assert!(old
+            .open(Purpose::Session, std::str::from_utf8(&t).unwrap())
+            .is_none());
         assert!(old.open(Purpose::Session, &v[..v.len() - 5]).is_none());
         assert!(old.open(Purpose::Session, "v1.").is_none());
         assert!(old.open(Purpose::Session, "garbage").is_none());
@@ -474,7 +494,10 @@ mod tests {
     #[test]
     fn chunks() {
         let small = "v1.abc";
-        assert_eq!(split_chunks("s", small).unwrap(), vec![("s".into(), small.into())]);
+        assert_eq!(
+            split_chunks("s", small).unwrap(),
+            vec![("s".into(), small.into())]
+        );
         let big = format!("v1.{}", "A".repeat(9000));
         let parts = split_chunks("s", &big).unwrap();
         assert_eq!(parts.len(), 3);
@@ -508,7 +531,10 @@ mod tests {
         assert!(!String::from_utf8_lossy(&json).contains("\"claims\""));
         let back = Session::from_json(&json).unwrap();
         assert_eq!(back.claims["sub"], "alice");
-        let none = Session { id_token: None, ..s };
+        let none = Session {
+            id_token: None,
+            ..s
+        };
         assert!(Session::from_json(&serde_json::to_vec(&none).unwrap()).is_none());
     }
 
@@ -517,7 +543,10 @@ mod tests {
         let c: Vec<_> = parse_cookies("a=1; b = 2 ;c=\"3\"; broken; =x; d=").collect();
         assert_eq!(c, vec![("a", "1"), ("b", "2"), ("c", "3"), ("d", "")]);
         let raw: Vec<_> = cookie_pairs(b" s=\"v\" ;;x;t=a=b; u=\xff").collect();
-        assert_eq!(raw, vec![(&b"s"[..], &b"\"v\""[..]), (b"t", b"a=b"), (b"u", b"\xff")]);
+        assert_eq!(
+            raw,
+            vec![(&b"s"[..], &b"\"v\""[..]), (b"t", b"a=b"), (b"u", b"\xff")]
+        );
         assert_eq!(unquote(b"\"v\""), b"v");
         assert_eq!(unquote(b"\"\""), b"");
         assert_eq!(unquote(b"\""), b"");
@@ -530,9 +559,17 @@ mod tests {
             assert!(safe_return_path(good), "{good}");
         }
         for bad in [
-            "//evil.example", "/\\evil.example", "https://evil.example", "evil", "",
-            "/%2fevil.example", "/%5cevil.example", "/a\r\nSet-Cookie: x=1", "/%0d%0aX: y",
-            "javascript:alert(1)", "/%zz",
+            "//evil.example",
+            "/\\evil.example",
+            "https://evil.example",
+            "evil",
+            "",
+            "/%2fevil.example",
+            "/%5cevil.example",
+            "/a\r\nSet-Cookie: x=1",
+            "/%0d%0aX: y",
+            "javascript:alert(1)",
+            "/%zz",
         ] {
             assert!(!safe_return_path(bad), "{bad}");
         }

@@ -1,0 +1,60 @@
+//! `oauth2_sign_out`: clear the session and its login states, then go to the
+//! provider's `end_session_endpoint` (RP-Initiated Logout) or to `rd`.
+
+use ngx::ffi::{ngx_int_t, NGX_LOG_INFO};
+use ngx::http::{HttpModuleLocationConf, Request};
+use ngx::ngx_log_error;
+use oauth2_core::session;
+
+use crate::http::RequestExt;
+use crate::session::{clear_session, delete_cookie, open_session, sealed_session};
+use crate::worker::with_worker;
+use crate::Module;
+
+pub fn handler(r: &mut Request) -> ngx_int_t {
+    let Some(lc) = Module::location_conf(r) else {
+        return 500;
+    };
+    let Some(rt) = lc.runtime.clone() else {
+        return 500;
+    };
+    let Some(sc) = rt.session.as_ref() else {
+        return 500;
+    };
+    r.discard_body();
+    let s = sealed_session(r, sc).and_then(|v| open_session(&v, sc));
+    let cookies = r.cookies();
+    clear_session(r, sc, &cookies);
+    let prefix = format!("{}_st_", sc.cookie_name);
+    for (k, _) in cookies.iter().filter(|(k, _)| k.starts_with(&prefix)) {
+        delete_cookie(r, sc, k, true);
+    }
+    ngx_log_error!(NGX_LOG_INFO, r.log(), "oauth2: signed out");
+    let end_session = with_worker(|w| {
+        w.providers[rt.provider]
+            .metadata
+            .as_ref()
+            .and_then(|m| m.end_session_endpoint.clone())
+    })
+    .flatten();
+    if let (Some(ep), Some(client)) = (end_session, sc.client.as_ref()) {
+        if let Ok(mut u) = url::Url::parse(&ep) {
+            let post = r.absolute(client.post_logout_redirect_uri.as_deref().unwrap_or("/"));
+            {
+                let mut q = u.query_pairs_mut();
+                if let Some(h) = s.as_ref().and_then(|s| s.id_token.as_deref()) {
+                    q.append_pair("id_token_hint", h);
+                }
+                q.append_pair("post_logout_redirect_uri", &post);
+                q.append_pair("client_id", &client.client_id);
+            }
+            return r.redirect(u.as_str());
+        }
+    }
+    let rd = url::form_urlencoded::parse(r.args().as_bytes())
+        .find(|(k, _)| k == "rd")
+        .map(|(_, v)| v.into_owned())
+        .filter(|v| session::safe_return_path(v))
+        .unwrap_or_else(|| "/".to_string());
+    r.redirect(&rd)
+}

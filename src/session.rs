@@ -1,0 +1,444 @@
+//! Session glue: the session cookie (open, refresh, re-issue, clear, strip
+//! from the upstream request) and the start of the browser login (state
+//! cookie and redirect). The refresh's bookkeeping is
+//! `oauth2_core::flights::Refreshes`; this file moves cookies and waits.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use ngx::core::Status;
+use ngx::ffi::{ngx_int_t, ngx_time, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_WARN};
+use ngx::http::Request;
+use ngx::{ngx_log_debug_http, ngx_log_error};
+use oauth2_core::flights::{RefreshError, RefreshStep};
+use oauth2_core::keys::Metadata;
+use oauth2_core::login::{self, ClientAuth};
+use oauth2_core::session::{self, LoginState as Login, Purpose, Session};
+use oauth2_core::waits::WaitFor;
+
+use crate::conf::{ClientConf, LocRuntime, SessionConf};
+use crate::http::RequestExt;
+use crate::worker::{test_hook, with_worker, KeyState};
+
+/// State cookies older than this are refused (and expire in the browser).
+pub const STATE_TTL: u64 = 600;
+/// At most this many logins in progress per browser; the oldest go first.
+const MAX_STATES: usize = 4;
+
+pub fn now() -> u64 {
+    ngx_time() as u64
+}
+
+pub fn cookie<'a>(cookies: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    cookies
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+pub fn set_cookie(
+    r: &mut Request,
+    sc: &SessionConf,
+    name: &str,
+    value: &str,
+    max_age: u64,
+    lax: bool,
+) {
+    let mut v = format!(
+        "{name}={value}; Path={}",
+        if lax { "/" } else { &sc.cookie_path }
+    );
+    if let Some(d) = &sc.cookie_domain {
+        v.push_str("; Domain=");
+        v.push_str(d);
+    }
+    v.push_str(&format!("; Max-Age={max_age}; HttpOnly"));
+    if sc.secure {
+        v.push_str("; Secure");
+    }
+    v.push_str("; SameSite=");
+    v.push_str(if lax && sc.samesite == "Strict" {
+        "Lax"
+    } else {
+        sc.samesite
+    });
+    r.push_header("Set-Cookie", &v);
+}
+
+pub fn delete_cookie(r: &mut Request, sc: &SessionConf, name: &str, lax: bool) {
+    set_cookie(r, sc, name, "", 0, lax);
+}
+
+/// The session in a sealed cookie value, if it opens and is within its lifetime.
+pub fn open_session(sealed: &str, sc: &SessionConf) -> Option<Session> {
+    let raw = sc.keys.open(Purpose::Session, sealed)?;
+    let s = Session::from_json(&raw)?;
+    if now() >= s.created.saturating_add(sc.lifetime) {
+        return None;
+    }
+    Some(s)
+}
+
+/// Seal a session into its cookie(s), removing chunks the browser has left over.
+pub fn issue_session(r: &mut Request, sc: &SessionConf, s: &Session) -> bool {
+    let json = match serde_json::to_vec(s) {
+        Ok(j) => j,
+        Err(_) => return false,
+    };
+    let sealed = sc.keys.seal(Purpose::Session, &json);
+    let Some(parts) = session::split_chunks(&sc.cookie_name, &sealed) else {
+        ngx_log_error!(
+            NGX_LOG_ERR,
+            r.log(),
+            "oauth2: the session is too large for {} cookies ({} bytes)",
+            session::MAX_CHUNKS,
+            sealed.len()
+        );
+        return false;
+    };
+    let max_age = s.created.saturating_add(sc.lifetime).saturating_sub(now());
+    let n = parts.len();
+    for (name, value) in parts {
+        set_cookie(r, sc, &name, &value, max_age, false);
+    }
+    let cookies = r.cookies();
+    for i in n.max(1)..session::MAX_CHUNKS {
+        let name = format!("{}_{}", sc.cookie_name, i);
+        if cookie(&cookies, &name).is_some() {
+            delete_cookie(r, sc, &name, false);
+        }
+    }
+    true
+}
+
+/// Clear the session cookie and its chunks.
+pub fn clear_session(r: &mut Request, sc: &SessionConf, cookies: &[(String, String)]) {
+    delete_cookie(r, sc, &sc.cookie_name, false);
+    for i in 1..session::MAX_CHUNKS {
+        let name = format!("{}_{}", sc.cookie_name, i);
+        if cookie(cookies, &name).is_some() {
+            delete_cookie(r, sc, &name, false);
+        }
+    }
+}
+
+fn is_module_cookie(sc: &SessionConf, name: &[u8]) -> bool {
+    name.strip_prefix(sc.cookie_name.as_bytes())
+        .is_some_and(|rest| rest.is_empty() || rest[0] == b'_')
+}
+
+/// Remove the module's cookies from the `Cookie` header(s) sent upstream.
+pub fn strip_cookies(r: &mut Request, sc: &SessionConf) {
+    r.rewrite_cookie_headers(|v| session::without_cookies(v, |k| is_module_cookie(sc, k)));
+}
+
+/// What the access phase gets from the session cookie.
+pub enum SessionOutcome {
+    Valid(Arc<Session>),
+    /// No session, or one that ended (its cookies are cleared).
+    None,
+    /// Parked until the refresh (or the metadata) is there.
+    Wait,
+    /// The refresh could not reach the provider: 503 with Retry-After.
+    Unavailable,
+}
+
+/// When the session's access token is due for a refresh (the last quarter
+/// of its lifetime, at most its last minute); `u64::MAX` when unknown.
+fn refresh_due(s: &Session) -> u64 {
+    if s.access_exp == 0 {
+        return u64::MAX;
+    }
+    let issued = s.created.max(s.access_exp.saturating_sub(3600));
+    let margin = (s.access_exp.saturating_sub(issued) / 4).min(60);
+    s.access_exp - margin
+}
+
+/// The sealed session value of the request (its chunks joined), read from
+/// the Cookie headers without copying the other cookies (nor the value, when
+/// it fits in one cookie).
+pub fn sealed_session<'a>(r: &'a Request, sc: &SessionConf) -> Option<Cow<'a, str>> {
+    // the common case: the first cookie of that name holds the whole value
+    let name = sc.cookie_name.as_bytes();
+    let first = r.cookie_headers().find_map(|v| {
+        session::cookie_pairs(v)
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    })?;
+    let first = session::unquote(first);
+    if first.starts_with(b"v1.") {
+        return std::str::from_utf8(first).ok().map(Cow::Borrowed);
+    }
+    let mine: Vec<(&[u8], &str)> = r
+        .cookie_headers()
+        .flat_map(session::cookie_pairs)
+        .filter(|(k, _)| is_module_cookie(sc, k))
+        .filter_map(|(k, v)| Some((k, std::str::from_utf8(session::unquote(v)).ok()?)))
+        .collect();
+    session::join_chunks(&sc.cookie_name, |n| {
+        mine.iter()
+            .find(|(k, _)| *k == n.as_bytes())
+            .map(|(_, v)| *v)
+    })
+}
+
+/// Open the session; refresh it when its access token is (nearly) expired.
+/// Sessions already opened in this worker are reused until their access
+/// token is due for a refresh or the session ends (matched on the whole
+/// sealed value, so any other cookie opens afresh).
+pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) -> SessionOutcome {
+    let t = now();
+    let sealed = sealed_session(r, sc);
+    if let Some(v) = sealed.as_deref() {
+        if let Some(s) = with_worker(|w| w.sessions.get(v, t)).flatten() {
+            return SessionOutcome::Valid(s);
+        }
+    }
+    let Some(s) = sealed.as_deref().and_then(|v| open_session(v, sc)) else {
+        let cookies = r.cookies();
+        if cookie(&cookies, &sc.cookie_name).is_some() {
+            ngx_log_error!(NGX_LOG_INFO, r.log(), "oauth2: session cookie rejected");
+            clear_session(r, sc, &cookies);
+        }
+        return SessionOutcome::None;
+    };
+    let s = Arc::new(s);
+    if t < refresh_due(&s) {
+        if let Some(v) = sealed.as_deref() {
+            let until = refresh_due(&s).min(s.created.saturating_add(sc.lifetime));
+            with_worker(|w| w.sessions.insert(v, s.clone(), until));
+        }
+        return SessionOutcome::Valid(s);
+    }
+    drop(sealed);
+    let (Some(client), Some(refresh_token)) = (sc.client.as_ref(), s.refresh_token.as_deref())
+    else {
+        return expiring(r, sc, s, t);
+    };
+    if !sc.refresh {
+        return expiring(r, sc, s, t);
+    }
+    let key = session::short_hash(refresh_token);
+    let hook = test_hook(r);
+    let step = with_worker(|w| match w.refreshes.step(&key, t) {
+        RefreshStep::Outcome(o) => Some(o),
+        RefreshStep::Wait(job) => {
+            ngx_log_debug_http!(
+                r,
+                "oauth2: waiting for the refresh of this session (job {})",
+                job
+            );
+            if w.park(r, rt.provider, WaitFor::Job(job)) {
+                None
+            } else {
+                Some(Err(RefreshError::TimedOut))
+            }
+        }
+        RefreshStep::Start => {
+            let p = &w.providers[rt.provider];
+            if p.metadata.is_none() && p.state == KeyState::Loading {
+                // a worker just started: wait for the metadata first
+                return if w.park(r, rt.provider, WaitFor::Provider(rt.provider)) {
+                    None
+                } else {
+                    Some(Err(RefreshError::TimedOut))
+                };
+            }
+            let Some(url) = p.metadata.as_ref().and_then(|m| m.token_endpoint.clone()) else {
+                return Some(Err(RefreshError::NoTokenEndpoint));
+            };
+            let mut form = vec![
+                ("grant_type".to_string(), "refresh_token".to_string()),
+                ("refresh_token".to_string(), refresh_token.to_string()),
+            ];
+            let auth = client_auth(client, p.metadata.as_ref(), &mut form);
+            match w.submit(rt.provider, "refresh", url, form, auth, hook) {
+                Ok(job) => {
+                    w.refreshes.started(key.clone(), job, s.clone(), t);
+                    ngx_log_debug_http!(r, "oauth2: refreshing the session (job {})", job);
+                    if w.park(r, rt.provider, WaitFor::Job(job)) {
+                        None
+                    } else {
+                        Some(Err(RefreshError::TimedOut))
+                    }
+                }
+                Err(e) => Some(Err(RefreshError::Fetch(e))),
+            }
+        }
+    });
+    match step {
+        None => SessionOutcome::None,
+        Some(None) => SessionOutcome::Wait,
+        Some(Some(Ok(new))) => {
+            issue_session(r, sc, &new);
+            ngx_log_error!(NGX_LOG_INFO, r.log(), "oauth2: session refreshed");
+            SessionOutcome::Valid(Arc::new(new))
+        }
+        Some(Some(Err(e))) if e.transient() && t < s.access_exp => {
+            ngx_log_error!(
+                NGX_LOG_WARN,
+                r.log(),
+                "oauth2: session refresh failed: {}, the access token is still valid",
+                e
+            );
+            SessionOutcome::Valid(s)
+        }
+        Some(Some(Err(e))) if e.transient() => {
+            ngx_log_error!(
+                NGX_LOG_WARN,
+                r.log(),
+                "oauth2: session refresh failed: {}",
+                e
+            );
+            SessionOutcome::Unavailable
+        }
+        Some(Some(Err(e))) => {
+            ngx_log_error!(
+                NGX_LOG_WARN,
+                r.log(),
+                "oauth2: session refresh failed: {}, the session ends",
+                e
+            );
+            clear_session(r, sc, &r.cookies());
+            SessionOutcome::None
+        }
+    }
+}
+
+/// A session due for a refresh that cannot be refreshed: valid until its
+/// access token expires, then gone.
+fn expiring(r: &mut Request, sc: &SessionConf, s: Arc<Session>, t: u64) -> SessionOutcome {
+    if t >= s.access_exp {
+        clear_session(r, sc, &r.cookies());
+        return SessionOutcome::None;
+    }
+    SessionOutcome::Valid(s)
+}
+
+/// Client authentication at the token endpoint: the Basic header, or the
+/// credentials in the form when the provider allows only that.
+pub fn client_auth(
+    client: &ClientConf,
+    metadata: Option<&Metadata>,
+    form: &mut Vec<(String, String)>,
+) -> Option<String> {
+    let supported = metadata
+        .map(|m| m.token_endpoint_auth_methods_supported.as_slice())
+        .unwrap_or(&[]);
+    match &client.client_secret {
+        Some(secret) => match ClientAuth::choose(supported) {
+            ClientAuth::Basic => Some(login::basic_credentials(&client.client_id, &secret.0)),
+            ClientAuth::Post => {
+                form.push(("client_id".into(), client.client_id.clone()));
+                form.push(("client_secret".into(), secret.0.to_string()));
+                None
+            }
+        },
+        None => {
+            form.push(("client_id".into(), client.client_id.clone()));
+            None
+        }
+    }
+}
+
+/// Start the browser login: a state cookie and a 302 to the provider.
+/// Returns the status for the access phase (302, 503), or NGX_AGAIN when
+/// the request is parked until the provider metadata is there.
+pub fn start_login(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) -> ngx_int_t {
+    let Some(client) = sc.client.as_ref() else {
+        return 401;
+    };
+    let endpoint = with_worker(|w| {
+        let p = &w.providers[rt.provider];
+        match (&p.metadata, p.state) {
+            (Some(m), _) => Ok(m.authorization_endpoint.clone()),
+            (None, KeyState::Loading) => {
+                Err(if w.park(r, rt.provider, WaitFor::Provider(rt.provider)) {
+                    None
+                } else {
+                    Some(1)
+                })
+            }
+            (None, _) => Err(Some(p.retry_in)),
+        }
+    })
+    .unwrap_or(Err(Some(5)));
+    let endpoint = match endpoint {
+        Ok(Some(e)) => e,
+        Ok(None) => {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                r.log(),
+                "oauth2: the provider metadata has no authorization_endpoint"
+            );
+            return 503;
+        }
+        Err(None) => return Status::NGX_AGAIN.0,
+        Err(Some(retry)) => {
+            r.push_header("Retry-After", &retry.to_string());
+            return 503;
+        }
+    };
+    let uri = r.unparsed_uri().to_str().unwrap_or("/").to_string();
+    let return_to = if session::safe_return_path(&uri) {
+        uri
+    } else {
+        "/".to_string()
+    };
+    let login = Login {
+        state: session::random_token(32),
+        nonce: session::random_token(32),
+        verifier: session::random_token(32),
+        return_to,
+        created: now(),
+    };
+    let redirect_uri = r.absolute(&client.redirect_uri);
+    let url = match login::authorization_url(
+        &endpoint,
+        &client.client_id,
+        &redirect_uri,
+        &client.scope,
+        &login.state,
+        &login.nonce,
+        &session::pkce_challenge(&login.verifier),
+    ) {
+        Ok(u) => u,
+        Err(e) => {
+            ngx_log_error!(NGX_LOG_ERR, r.log(), "oauth2: {}", e);
+            return 503;
+        }
+    };
+    // keep at most MAX_STATES logins in progress: evict the oldest
+    let prefix = format!("{}_st_", sc.cookie_name);
+    let cookies = r.cookies();
+    let mut states: Vec<(u64, String)> = cookies
+        .iter()
+        .filter(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, v)| {
+            let created = sc
+                .keys
+                .open(Purpose::State, v)
+                .and_then(|b| serde_json::from_slice::<Login>(&b).ok())
+                .map(|l| l.created)
+                .unwrap_or(0);
+            (created, k.clone())
+        })
+        .collect();
+    states.sort();
+    while states.len() >= MAX_STATES {
+        let (_, name) = states.remove(0);
+        delete_cookie(r, sc, &name, true);
+    }
+    let sealed = sc.keys.seal(
+        Purpose::State,
+        &serde_json::to_vec(&login).unwrap_or_default(),
+    );
+    let name = format!("{prefix}{}", &session::short_hash(&login.state)[..8]);
+    set_cookie(r, sc, &name, &sealed, STATE_TTL, true);
+    ngx_log_error!(
+        NGX_LOG_INFO,
+        r.log(),
+        "oauth2: redirecting to the provider for login"
+    );
+    r.redirect(&url)
+}
