@@ -433,7 +433,19 @@ unsafe extern "C" fn deadline_handler(_ev: *mut ngx_event_t) {
                     expired.len()
                 );
             }
-            w.wake(expired, "deadline passed");
+            // a job that outlived every wait for it is stuck: free its place
+            for (_, what) in &expired {
+                if let WaitFor::Job(job) = *what {
+                    if !w.waits.waits_for_job(job) {
+                        w.refreshes.give_up(job);
+                        w.introspections.give_up(job);
+                    }
+                }
+            }
+            w.wake(
+                expired.into_iter().map(|(r, _)| r).collect(),
+                "deadline passed",
+            );
             w.arm_timer();
         });
     })

@@ -138,6 +138,15 @@ impl Refreshes {
         true
     }
 
+    /// Every request waiting for this refresh passed its deadline: the job
+    /// is stuck (the fetcher answers within its timeout otherwise). Forget
+    /// it, so the next request starts a new refresh instead of waiting.
+    pub fn give_up(&mut self, job: JobId) {
+        if let Some(key) = self.by_job.remove(&job) {
+            self.entries.remove(&key);
+        }
+    }
+
     fn prune(&mut self, now: u64) {
         let by_job = &mut self.by_job;
         self.entries.retain(|_, e| match e {
@@ -252,10 +261,11 @@ impl Introspections {
         true
     }
 
-    /// The waiters of a job are all gone before reading its answer.
-    pub fn abandon(&mut self, key: &Key) {
-        if matches!(self.flights.get(key), Some(Flight::Done(_))) {
-            self.flights.remove(key);
+    /// Every request waiting for this introspection passed its deadline:
+    /// free its slot (a late answer is dropped).
+    pub fn give_up(&mut self, job: JobId) {
+        if let Some(key) = self.by_job.remove(&job) {
+            self.flights.remove(&key);
         }
     }
 
@@ -407,12 +417,18 @@ mod tests {
     }
 
     #[test]
-    fn an_unread_answer_is_abandoned() {
-        let mut i = Introspections::new(4);
+    fn stuck_jobs_are_given_up() {
+        let mut i = Introspections::new(1);
         let k = [5u8; 32];
         i.started(k, 1);
-        i.finished(1, ok("{}"), true);
-        i.abandon(&k);
+        assert_eq!(i.step(&[6u8; 32], 0), IntrospectStep::Busy);
+        i.give_up(1);
         assert_eq!(i.entries(), 0);
+        assert_eq!(i.step(&k, 0), IntrospectStep::Start, "the slot is free");
+        assert!(!i.finished(1, ok("{}"), true), "a late answer is nobody's");
+        let mut r = Refreshes::default();
+        r.started("k".into(), 2, session("x"), 0);
+        r.give_up(2);
+        assert_eq!(r.step("k", 1), RefreshStep::Start);
     }
 }

@@ -104,13 +104,13 @@ impl<R: Copy + Eq + Hash> Registry<R> {
         self.entries.remove(&r);
     }
 
-    fn wake_where(&mut self, how: Wake, pred: impl Fn(WaitFor, u64) -> bool) -> Vec<R> {
+    fn wake_where(&mut self, how: Wake, pred: impl Fn(WaitFor, u64) -> bool) -> Vec<(R, WaitFor)> {
         let mut out = Vec::new();
         for (r, s) in self.entries.iter_mut() {
             if let State::Parked { what, deadline } = *s {
                 if pred(what, deadline) {
                     *s = State::Woken { what, how };
-                    out.push(*r);
+                    out.push((*r, what));
                 }
             }
         }
@@ -120,18 +120,21 @@ impl<R: Copy + Eq + Hash> Registry<R> {
     /// The provider has new metadata/keys, or failed to get them. `forced`:
     /// the update comes from a refetch that a request asked for.
     pub fn provider_updated(&mut self, provider: usize, forced: bool) -> Vec<R> {
-        self.wake_where(Wake::Done, |w, _| {
+        let woken = self.wake_where(Wake::Done, |w, _| {
             w == WaitFor::Provider(provider) || (forced && w == WaitFor::Refetch(provider))
-        })
+        });
+        woken.into_iter().map(|(r, _)| r).collect()
     }
 
     /// A job finished (with a result or a failure).
     pub fn job_done(&mut self, job: JobId) -> Vec<R> {
-        self.wake_where(Wake::Done, |w, _| w == WaitFor::Job(job))
+        let woken = self.wake_where(Wake::Done, |w, _| w == WaitFor::Job(job));
+        woken.into_iter().map(|(r, _)| r).collect()
     }
 
-    /// Requests whose deadline is at or before `now`.
-    pub fn expire(&mut self, now: u64) -> Vec<R> {
+    /// Requests whose deadline is at or before `now`, with what they
+    /// waited for.
+    pub fn expire(&mut self, now: u64) -> Vec<(R, WaitFor)> {
         self.wake_where(Wake::TimedOut, |_, d| d <= now)
     }
 
@@ -225,12 +228,12 @@ mod tests {
         reg.park(2, WaitFor::Job(2), 300);
         assert_eq!(reg.next_deadline(), Some(100));
         assert!(reg.expire(99).is_empty());
-        assert_eq!(reg.expire(100), vec![1]);
+        assert_eq!(reg.expire(100), vec![(1, WaitFor::Job(1))]);
         assert_eq!(reg.next_deadline(), Some(300));
         assert_eq!(reg.check(1), Check::Woken(WaitFor::Job(1), Wake::TimedOut));
         // its job finishing later wakes nobody
         assert!(reg.job_done(1).is_empty());
-        assert_eq!(reg.expire(1000), vec![2]);
+        assert_eq!(reg.expire(1000), vec![(2, WaitFor::Job(2))]);
         assert_eq!(reg.next_deadline(), None);
         assert_eq!(reg.parked(), 0);
     }

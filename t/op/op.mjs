@@ -13,7 +13,8 @@
 //   POST /__test/rotate  add a new signing key in front of the old ones
 //   POST /__test/delay   {"jwks": MS}: answer the key set late
 //   POST /__test/fault   {"jwks":"garbage"|"empty", "token":500|"badjson", "delay":MS,
-//                         "tokenDelay":MS (the token endpoint only)}:
+//                         "tokenDelay":MS (the token endpoint only),
+//                         "introspectDelay":MS (the introspection endpoint only)}:
 //                        misbehave (null or 0 clears a fault)
 //   GET  /__test/stats   how often each endpoint was called
 // --jwks-delay MS makes the key set answer late (requests must wait for it).
@@ -221,6 +222,9 @@ const server = http.createServer(async (req, res) => {
   if (faults.delay) await new Promise((r) => { setTimeout(r, faults.delay); });
   if (url.pathname === '/token' && faults.tokenDelay) {
     await new Promise((r) => { setTimeout(r, faults.tokenDelay); });
+  }
+  if (url.pathname === '/token/introspection' && faults.introspectDelay) {
+    await new Promise((r) => { setTimeout(r, faults.introspectDelay); });
   }
   if (url.pathname === '/jwks' && faults.jwks) {
     res.writeHead(200, { 'content-type': 'application/json' });
