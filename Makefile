@@ -1,6 +1,6 @@
 # ngx_http_oauth2_module
 #   make demo    build, start the test OpenID Provider and nginx with nginx-conf/demo.conf
-#   make test    unit tests (oauth2-core) and the t/ suite against the real provider
+#   make test    rustfmt and clippy, unit tests (oauth2-core), and the t/ suite against the real provider
 
 CARGO ?= cargo
 PROFILE ?= debug
@@ -9,7 +9,7 @@ CARGO_FLAGS = $(if $(filter release,$(PROFILE)),--release,)
 # releases are built without them
 TEST_FEATURES = --features test-hooks
 
-.PHONY: all deps build test unit integration demo clean fuzz valgrind reload soak
+.PHONY: all deps build test lint unit integration demo clean fuzz valgrind reload soak
 
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS = jwt cookie state config
@@ -22,6 +22,13 @@ deps:
 build: deps
 	$(CARGO) build $(CARGO_FLAGS) -p ngx_http_oauth2_module
 
+# rustfmt and clippy (warnings are errors), with and without the test hooks
+lint: deps
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy -p oauth2-core --all-targets -- -D warnings
+	$(CARGO) clippy -p ngx_http_oauth2_module -- -D warnings
+	$(CARGO) clippy $(TEST_FEATURES) -p ngx_http_oauth2_module -- -D warnings
+
 unit: deps
 	$(CARGO) test -p oauth2-core
 
@@ -29,7 +36,7 @@ integration: deps
 	$(CARGO) build $(CARGO_FLAGS) $(TEST_FEATURES) -p ngx_http_oauth2_module
 	TEST_PROFILE=$(PROFILE) prove -r t/
 
-test: unit integration
+test: lint unit integration
 
 demo: build
 	PROFILE=$(PROFILE) scripts/demo.sh

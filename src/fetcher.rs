@@ -29,6 +29,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// the `test-hooks` feature): the fetcher's own failures, which no real
 /// provider can cause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
 pub enum Hook {
     /// The job's task panics.
     Panic,

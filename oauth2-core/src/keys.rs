@@ -287,14 +287,12 @@ fn parse_public(
                 out.push((alg, ParsedPublicKey::new(verify, point).map_err(rejected)?));
             }
         }
-        AlgorithmParameters::OctetKeyPair(p) => {
-            if key.fits(Algorithm::EdDSA) {
-                let x = b64_field(&p.x, "x")?;
-                out.push((
-                    Algorithm::EdDSA,
-                    ParsedPublicKey::new(&sig::ED25519, x).map_err(rejected)?,
-                ));
-            }
+        AlgorithmParameters::OctetKeyPair(p) if key.fits(Algorithm::EdDSA) => {
+            let x = b64_field(&p.x, "x")?;
+            out.push((
+                Algorithm::EdDSA,
+                ParsedPublicKey::new(&sig::ED25519, x).map_err(rejected)?,
+            ));
         }
         _ => {}
     }

@@ -104,19 +104,30 @@ pub fn parse_token_response(status: u16, body: &[u8]) -> Result<TokenResponse, T
     Err(TokenEndpointError::Refused { status, code })
 }
 
+/// Who the ID token must be for: the login's issuer, client and nonce.
+#[derive(Debug, Clone, Copy)]
+pub struct IdTokenClient<'a> {
+    pub issuer: &'a str,
+    pub client_id: &'a str,
+    pub nonce: &'a str,
+}
+
 /// OpenID Connect Core §3.1.3.7: signature, `iss`, `aud` contains the client
 /// id, `azp` (when present, or when there are several audiences) is the
 /// client id, `exp`, `iat`, and `nonce` equals the one sent.
 pub fn validate_id_token(
     token: &str,
     sets: &[&KeySet],
-    issuer: &str,
-    client_id: &str,
+    client: &IdTokenClient<'_>,
     algorithms: &[jsonwebtoken::Algorithm],
-    nonce: &str,
     skew_secs: u64,
     now: u64,
 ) -> Result<Claims, Rejection> {
+    let IdTokenClient {
+        issuer,
+        client_id,
+        nonce,
+    } = *client;
     let policy = Policy {
         issuer: Some(issuer.to_string()),
         audiences: vec![client_id.to_string()],

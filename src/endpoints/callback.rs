@@ -278,13 +278,16 @@ fn finish_login(
         let p = &w.providers[rt.provider];
         let sets = p.key_sets();
         let refs: Vec<_> = sets.iter().map(|s| &**s).collect();
+        let who = login::IdTokenClient {
+            issuer: &client.issuer,
+            client_id: &client.client_id,
+            nonce: &login.nonce,
+        };
         let res = login::validate_id_token(
             &id_token,
             &refs,
-            &client.issuer,
-            &client.client_id,
+            &who,
             &rt.policy.algorithms,
-            &login.nonce,
             rt.policy.skew_secs,
             t,
         );
