@@ -12,7 +12,7 @@ use ngx::{ngx_log_debug_http, ngx_log_error};
 use oauth2_core::authz::{self, Denied};
 use oauth2_core::cache;
 use oauth2_core::config::TokenValidation;
-use oauth2_core::decide::{self, Action, Candidate, RequestFacts};
+use oauth2_core::decide::{self, Action, Candidate, RequestFacts, UnknownKid};
 use oauth2_core::flights::IntrospectStep;
 use oauth2_core::introspection::{self, IntrospectionError};
 use oauth2_core::jwt::{self, Claims};
@@ -298,11 +298,16 @@ fn bearer(
                     .insert(rt.policy_id, raw_token, claims.clone(), v.exp);
                 Outcome::Valid(claims)
             }
-            Err(Rejection::UnknownKey) if !refetched && w.refetch(rt.provider) => {
-                park(w, r, rt.provider, WaitFor::Refetch(rt.provider))
-            }
-            Err(Rejection::UnknownKey) if refetched && !last_ok => {
-                Outcome::Invalid(Rejection::ProviderUnavailable, retry_in)
+            Err(Rejection::UnknownKey) => {
+                match decide::unknown_kid(refetched, last_ok, || w.refetch(rt.provider)) {
+                    UnknownKid::WaitForRefetch => {
+                        park(w, r, rt.provider, WaitFor::Refetch(rt.provider))
+                    }
+                    UnknownKid::Unavailable => {
+                        Outcome::Invalid(Rejection::ProviderUnavailable, retry_in)
+                    }
+                    UnknownKid::Reject => Outcome::Invalid(Rejection::UnknownKey, 1),
+                }
             }
             Err(e) => Outcome::Invalid(e, 1),
         }

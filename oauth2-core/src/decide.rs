@@ -206,6 +206,40 @@ pub fn rejected_bearer(why: Rejection, realm: &str, retry_after: u64) -> Action 
     }
 }
 
+/// What a token signed with an unknown `kid` gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownKid {
+    /// A refetch of the key set was asked for: wait for it, then decide again.
+    WaitForRefetch,
+    /// The refetch this request waited for failed: nothing can decide (`503`).
+    Unavailable,
+    /// The key set is fresh (or was just refetched) and has no such key (`401`).
+    Reject,
+}
+
+/// Refetch or wait or refuse, for a token whose `kid` the keys do not have.
+/// `refetched`: this request already waited for a refetch; `last_fetch_ok`:
+/// the provider's last fetch succeeded; `ask_refetch` asks for one (false
+/// when throttled: at most one per worker per 30 s).
+pub fn unknown_kid(
+    refetched: bool,
+    last_fetch_ok: bool,
+    ask_refetch: impl FnOnce() -> bool,
+) -> UnknownKid {
+    if refetched {
+        return if last_fetch_ok {
+            UnknownKid::Reject
+        } else {
+            UnknownKid::Unavailable
+        };
+    }
+    if ask_refetch() {
+        UnknownKid::WaitForRefetch
+    } else {
+        UnknownKid::Reject
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,6 +422,33 @@ mod tests {
         assert_eq!(
             challenge("a\"b\\c\r\n", None),
             "Bearer realm=\"a\\\"b\\\\c\""
+        );
+    }
+
+    #[test]
+    fn unknown_kid_refetches_once_then_decides() {
+        assert_eq!(
+            unknown_kid(false, true, || true),
+            UnknownKid::WaitForRefetch
+        );
+        assert_eq!(
+            unknown_kid(false, true, || false),
+            UnknownKid::Reject,
+            "throttled"
+        );
+        let mut asked = false;
+        assert_eq!(
+            unknown_kid(true, true, || {
+                asked = true;
+                true
+            }),
+            UnknownKid::Reject
+        );
+        assert!(!asked, "one refetch per request");
+        assert_eq!(
+            unknown_kid(true, false, || true),
+            UnknownKid::Unavailable,
+            "the refetch failed"
         );
     }
 }

@@ -10,9 +10,11 @@ use ngx::core::Status;
 use ngx::ffi::{ngx_http_request_t, ngx_int_t, NGX_LOG_INFO};
 use ngx::http::{HttpModuleLocationConf, Request};
 use ngx::ngx_log_error;
+use oauth2_core::decide::{self, UnknownKid};
 use oauth2_core::login::{self, CallbackStep, TokenResponse};
 use oauth2_core::session::{self, LoginState as Login, Purpose, Session};
 use oauth2_core::waits::{Check, WaitFor};
+use oauth2_core::Rejection;
 
 use crate::conf::{ClientConf, LocRuntime, SessionConf};
 use crate::http::{finalize, request, RawRequest, RequestExt};
@@ -291,8 +293,15 @@ fn finish_login(
             rt.policy.skew_secs,
             t,
         );
+        let last_ok = w.providers[rt.provider].last_ok;
         match res {
-            Err(oauth2_core::Rejection::UnknownKey) if !refetched && w.refetch(rt.provider) => None,
+            Err(Rejection::UnknownKey) => {
+                match decide::unknown_kid(refetched, last_ok, || w.refetch(rt.provider)) {
+                    UnknownKid::WaitForRefetch => None,
+                    UnknownKid::Unavailable => Some(Err(Rejection::ProviderUnavailable)),
+                    UnknownKid::Reject => Some(Err(Rejection::UnknownKey)),
+                }
+            }
             other => Some(other),
         }
     });
@@ -310,6 +319,14 @@ fn finish_login(
                 r,
                 503,
                 "no worker state",
+                "the identity provider is unavailable",
+            )
+        }
+        Some(Some(Err(Rejection::ProviderUnavailable))) => {
+            return fail(
+                r,
+                503,
+                "the signing key cannot be fetched",
                 "the identity provider is unavailable",
             )
         }
