@@ -291,7 +291,7 @@ fn bearer(
         }
         let (last_ok, retry_in) = (p.last_ok, p.retry_in);
         let refs: Vec<_> = sets.iter().map(|s| &**s).collect();
-        match jwt::validate(token, &refs, &rt.policy, now) {
+        match jwt::validate_access_token(token, &refs, &rt.policy, now) {
             Ok(v) => {
                 let claims = Arc::new(v.claims);
                 w.cache

@@ -96,6 +96,11 @@ pub struct SessionConf {
     pub refresh: bool,
     /// Present where the browser login can run (issuer + client id).
     pub client: Option<ClientConf>,
+    /// Sessions and states are sealed for this issuer and client id: they
+    /// open only where both are the same.
+    pub binding: Vec<u8>,
+    /// Identifies `binding` among the configuration's (session cache keys).
+    pub binding_id: u32,
 }
 
 pub struct ClientConf {
@@ -128,11 +133,24 @@ pub struct MainConf {
     policies: Vec<String>,
     /// The largest `oauth2_token_cache` of the configuration, in bytes.
     cache_bytes: Option<usize>,
+    /// Distinct session bindings (issuer and client id).
+    bindings: Vec<Vec<u8>>,
 }
 
 pub const DEFAULT_TOKEN_CACHE: usize = 8 * 1024 * 1024;
 
 impl MainConf {
+    /// The number of a session binding (issuer and client id).
+    fn binding_id(&mut self, binding: &[u8]) -> u32 {
+        match self.bindings.iter().position(|b| b == binding) {
+            Some(i) => i as u32,
+            None => {
+                self.bindings.push(binding.to_vec());
+                (self.bindings.len() - 1) as u32
+            }
+        }
+    }
+
     pub fn cache_bytes(&self) -> usize {
         self.cache_bytes.unwrap_or(DEFAULT_TOKEN_CACHE)
     }
@@ -181,7 +199,7 @@ fn once<T>(slot: &mut Option<T>, v: T) -> Result<(), ConfError> {
 
 fn set_issuer(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
     config::parse_http_url(a[0])?;
-    once(&mut c.issuer, a[0].trim_end_matches('/').to_string())
+    once(&mut c.issuer, a[0].to_string())
 }
 
 fn set_jwks_uri(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
@@ -560,7 +578,7 @@ impl LocConf {
             algorithms,
             skew_secs: self.clock_skew.unwrap_or(DEFAULT_CLOCK_SKEW).as_secs(),
         };
-        let ident = format!("{provider}|{policy:?}");
+        let ident = format!("{provider}|{token_validation:?}|{policy:?}");
         let policy_id = match main.policies.iter().position(|p| *p == ident) {
             Some(i) => i,
             None => {
@@ -573,7 +591,7 @@ impl LocConf {
             policy,
             policy_id,
             token_validation,
-            session: self.session_conf(),
+            session: self.session_conf(main),
             claim_rules: self.require_claims.clone().unwrap_or_default(),
             required_scopes: self.require_scopes.clone().unwrap_or_default(),
             introspection_client,
@@ -581,7 +599,7 @@ impl LocConf {
         Ok(())
     }
 
-    fn session_conf(&self) -> Option<SessionConf> {
+    fn session_conf(&self, main: &mut MainConf) -> Option<SessionConf> {
         let (_, keys) = self.cookie_secret_file.as_ref()?;
         let client = match (&self.issuer, &self.client_id) {
             (Some(issuer), Some(client_id)) => Some(ClientConf {
@@ -601,6 +619,12 @@ impl LocConf {
             }),
             _ => None,
         };
+        let binding = format!(
+            "{}\n{}",
+            self.issuer.as_deref().unwrap_or(""),
+            self.client_id.as_deref().unwrap_or("")
+        )
+        .into_bytes();
         Some(SessionConf {
             keys: keys.clone(),
             cookie_name: self
@@ -617,6 +641,8 @@ impl LocConf {
                 .as_secs(),
             refresh: self.refresh.unwrap_or(true),
             client,
+            binding_id: main.binding_id(&binding),
+            binding,
         })
     }
 

@@ -71,7 +71,7 @@ pub fn delete_cookie(r: &mut Request, sc: &SessionConf, name: &str, lax: bool) {
 
 /// The session in a sealed cookie value, if it opens and is within its lifetime.
 pub fn open_session(sealed: &str, sc: &SessionConf) -> Option<Session> {
-    let raw = sc.keys.open(Purpose::Session, sealed)?;
+    let raw = sc.keys.open_bound(Purpose::Session, &sc.binding, sealed)?;
     let s = Session::from_json(&raw)?;
     if now() >= s.created.saturating_add(sc.lifetime) {
         return None;
@@ -85,7 +85,7 @@ pub fn issue_session(r: &mut Request, sc: &SessionConf, s: &Session) -> bool {
         Ok(j) => j,
         Err(_) => return false,
     };
-    let sealed = sc.keys.seal(Purpose::Session, &json);
+    let sealed = sc.keys.seal_bound(Purpose::Session, &sc.binding, &json);
     let Some(parts) = session::split_chunks(&sc.cookie_name, &sealed) else {
         ngx_log_error!(
             NGX_LOG_ERR,
@@ -190,7 +190,7 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
     let t = now();
     let sealed = sealed_session(r, sc);
     if let Some(v) = sealed.as_deref() {
-        if let Some(s) = with_worker(|w| w.sessions.get(v, t)).flatten() {
+        if let Some(s) = with_worker(|w| w.sessions.get(sc.binding_id, v, t)).flatten() {
             return SessionOutcome::Valid(s);
         }
     }
@@ -206,7 +206,7 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
     if t < refresh_due(&s) {
         if let Some(v) = sealed.as_deref() {
             let until = refresh_due(&s).min(s.created.saturating_add(sc.lifetime));
-            with_worker(|w| w.sessions.insert(v, s.clone(), until));
+            with_worker(|w| w.sessions.insert(sc.binding_id, v, s.clone(), until));
         }
         return SessionOutcome::Valid(s);
     }
@@ -390,9 +390,10 @@ pub fn start_login(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) -> ngx_in
         nonce: session::random_token(32),
         verifier: session::random_token(32),
         return_to,
+        redirect_uri: r.absolute(&client.redirect_uri),
         created: now(),
     };
-    let redirect_uri = r.absolute(&client.redirect_uri);
+    let redirect_uri = login.redirect_uri.clone();
     let url = match login::authorization_url(
         &endpoint,
         &client.client_id,
@@ -417,7 +418,7 @@ pub fn start_login(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) -> ngx_in
         .map(|(k, v)| {
             let created = sc
                 .keys
-                .open(Purpose::State, v)
+                .open_bound(Purpose::State, &sc.binding, v)
                 .and_then(|b| serde_json::from_slice::<Login>(&b).ok())
                 .map(|l| l.created)
                 .unwrap_or(0);
@@ -429,8 +430,9 @@ pub fn start_login(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) -> ngx_in
         let (_, name) = states.remove(0);
         delete_cookie(r, sc, &name, true);
     }
-    let sealed = sc.keys.seal(
+    let sealed = sc.keys.seal_bound(
         Purpose::State,
+        &sc.binding,
         &serde_json::to_vec(&login).unwrap_or_default(),
     );
     let name = format!("{prefix}{}", &session::short_hash(&login.state)[..8]);

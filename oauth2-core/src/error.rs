@@ -33,6 +33,8 @@ pub enum Rejection {
     Inactive,
     /// The token is not a JWT and no other validation applies.
     UnsupportedToken,
+    /// A JWT with `nonce`: an ID token sent as an access token.
+    IdToken,
     /// The provider could not be reached and nothing cached can decide.
     ProviderUnavailable,
 }
@@ -57,6 +59,7 @@ impl Rejection {
             Rejection::BadNonce => "bad_nonce",
             Rejection::Inactive => "inactive_token",
             Rejection::UnsupportedToken => "unsupported_token",
+            Rejection::IdToken => "id_token",
             Rejection::ProviderUnavailable => "provider_unavailable",
         }
     }
@@ -80,6 +83,7 @@ impl Rejection {
             Rejection::BadNonce => "the ID token nonce does not match",
             Rejection::Inactive => "the token is not active",
             Rejection::UnsupportedToken => "the token format is not supported",
+            Rejection::IdToken => "an ID token is not an access token",
             Rejection::ProviderUnavailable => "the identity provider is unavailable",
         }
     }
@@ -122,6 +126,7 @@ mod tests {
             Rejection::BadNonce,
             Rejection::Inactive,
             Rejection::UnsupportedToken,
+            Rejection::IdToken,
             Rejection::ProviderUnavailable,
         ];
         let mut seen = std::collections::HashSet::new();

@@ -51,7 +51,7 @@ pub fn check(
         }
     }
     if let (Some(iss), Some(Value::String(t))) = (&policy.issuer, claims.get("iss")) {
-        if t.trim_end_matches('/') != iss.trim_end_matches('/') {
+        if t != iss {
             return Err(IntrospectionError::Rejected(Rejection::WrongIssuer));
         }
     }

@@ -276,7 +276,7 @@ pub fn check_claims(claims: Claims, policy: &Policy, now: u64) -> Result<Validat
     }
     if let Some(iss) = &policy.issuer {
         match claims.get("iss") {
-            Some(Value::String(t)) if t.trim_end_matches('/') == iss.trim_end_matches('/') => {}
+            Some(Value::String(t)) if t == iss => {}
             _ => return Err(Rejection::WrongIssuer),
         }
     }
@@ -292,6 +292,22 @@ pub fn check_claims(claims: Claims, policy: &Policy, now: u64) -> Result<Validat
         return Err(Rejection::WrongAudience);
     }
     Ok(Validated { claims, exp })
+}
+
+/// A bearer token: `validate`, and it must not be an ID token (one carries
+/// `nonce`, OpenID Connect Core §2): an ID token shown to an API is a login's
+/// proof for the client, not an access grant.
+pub fn validate_access_token(
+    token: &str,
+    sets: &[&KeySet],
+    policy: &Policy,
+    now: u64,
+) -> Result<Validated, Rejection> {
+    let v = validate(token, sets, policy, now)?;
+    if v.claims.contains_key("nonce") {
+        return Err(Rejection::IdToken);
+    }
+    Ok(v)
 }
 
 /// The whole check: parse, verify, claims.
@@ -444,6 +460,11 @@ mod tests {
         c["iss"] = json!("https://evil.test");
         assert_eq!(check(&sign(&c)).unwrap_err(), Rejection::WrongIssuer);
         c.as_object_mut().unwrap().remove("iss");
+        assert_eq!(check(&sign(&c)).unwrap_err(), Rejection::WrongIssuer);
+        // exact: the configured issuer plus a trailing "/" is another issuer
+        let mut c = claims();
+        let iss = c["iss"].as_str().unwrap().to_string();
+        c["iss"] = json!(format!("{iss}/"));
         assert_eq!(check(&sign(&c)).unwrap_err(), Rejection::WrongIssuer);
         let mut c = claims();
         c["aud"] = json!("other");
@@ -665,5 +686,20 @@ mod tests {
         assert!(!looks_like_jwt("opaque-token-value"));
         assert!(!looks_like_jwt("a.b.c.d"));
         assert!(!looks_like_jwt("a b.c.d"));
+    }
+
+    #[test]
+    fn an_id_token_is_not_an_access_token() {
+        let mut c = claims();
+        assert!(validate_access_token(&sign(&c), &[&keys()], &policy(), NOW).is_ok());
+        c["nonce"] = json!("n-0S6_WzA2Mj");
+        assert_eq!(
+            validate_access_token(&sign(&c), &[&keys()], &policy(), NOW).unwrap_err(),
+            Rejection::IdToken
+        );
+        assert!(
+            validate(&sign(&c), &[&keys()], &policy(), NOW).is_ok(),
+            "an ID token still validates as a JWT"
+        );
     }
 }

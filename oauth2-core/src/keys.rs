@@ -319,7 +319,7 @@ impl Metadata {
     pub fn parse(doc: &[u8], expected_issuer: &str) -> Result<Metadata, String> {
         let m: Metadata =
             serde_json::from_slice(doc).map_err(|e| format!("invalid provider metadata: {e}"))?;
-        if m.issuer.trim_end_matches('/') != expected_issuer.trim_end_matches('/') {
+        if m.issuer != expected_issuer {
             return Err(format!(
                 "provider metadata names issuer \"{}\", expected \"{}\"",
                 m.issuer, expected_issuer
@@ -449,7 +449,11 @@ mod tests {
     fn metadata_issuer_must_match() {
         let doc = br#"{"issuer":"https://op.example","jwks_uri":"https://op.example/jwks"}"#;
         assert!(Metadata::parse(doc, "https://op.example").is_ok());
-        assert!(Metadata::parse(doc, "https://op.example/").is_ok());
+        // compared character for character: a trailing "/" is part of an issuer
+        assert!(Metadata::parse(doc, "https://op.example/").is_err());
+        let auth0 = br#"{"issuer":"https://tenant.auth0.example/","jwks_uri":"https://tenant.auth0.example/jwks"}"#;
+        assert!(Metadata::parse(auth0, "https://tenant.auth0.example/").is_ok());
+        assert!(Metadata::parse(auth0, "https://tenant.auth0.example").is_err());
         assert!(Metadata::parse(doc, "https://evil.example")
             .unwrap_err()
             .contains("evil"));

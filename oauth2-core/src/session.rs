@@ -32,6 +32,16 @@ impl Purpose {
     }
 }
 
+/// The associated data: the purpose, then the context (empty: none).
+fn aad(purpose: Purpose, context: &[u8]) -> Vec<u8> {
+    let mut a = purpose.aad().to_vec();
+    if !context.is_empty() {
+        a.push(0);
+        a.extend_from_slice(context);
+    }
+    a
+}
+
 /// The keys of `oauth2_cookie_secret_file`: the first seals, all open.
 pub struct CookieKeys {
     keys: Vec<LessSafeKey>,
@@ -76,13 +86,26 @@ impl CookieKeys {
 
     /// Seal with the first key: `v1.` + base64url(nonce || ciphertext || tag).
     pub fn seal(&self, purpose: Purpose, plaintext: &[u8]) -> String {
+        self.seal_bound(purpose, b"", plaintext)
+    }
+
+    /// Open with any key; `None` for anything tampered, truncated, foreign.
+    pub fn open(&self, purpose: Purpose, value: &str) -> Option<Vec<u8>> {
+        self.open_bound(purpose, b"", value)
+    }
+
+    /// Seal for one context (the provider's issuer and the client id): the
+    /// value opens only with the same context, so a session made for one
+    /// client is nothing to another that shares the cookie key.
+    pub fn seal_bound(&self, purpose: Purpose, context: &[u8], plaintext: &[u8]) -> String {
+        let aad = aad(purpose, context);
         let mut nonce = [0u8; NONCE_LEN];
         fill_random(&mut nonce);
         let mut buf = plaintext.to_vec();
         self.keys[0]
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(purpose.aad()),
+                Aad::from(&aad[..]),
                 &mut buf,
             )
             .expect("AES-GCM sealing of an in-memory buffer");
@@ -92,8 +115,9 @@ impl CookieKeys {
         format!("v1.{}", URL_SAFE_NO_PAD.encode(out))
     }
 
-    /// Open with any key; `None` for anything tampered, truncated, foreign.
-    pub fn open(&self, purpose: Purpose, value: &str) -> Option<Vec<u8>> {
+    /// Open what `seal_bound` sealed for the same context.
+    pub fn open_bound(&self, purpose: Purpose, context: &[u8], value: &str) -> Option<Vec<u8>> {
+        let aad = aad(purpose, context);
         let body = value.strip_prefix("v1.")?;
         if body.len() > CHUNK_SIZE * MAX_CHUNKS {
             return None;
@@ -108,7 +132,7 @@ impl CookieKeys {
             let mut buf = ct.to_vec();
             if let Ok(pt) = key.open_in_place(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(purpose.aad()),
+                Aad::from(&aad[..]),
                 &mut buf,
             ) {
                 return Some(pt.to_vec());
@@ -152,6 +176,11 @@ pub struct LoginState {
     pub verifier: String,
     /// Where the login started: a path (and query) on this origin.
     pub return_to: String,
+    /// The `redirect_uri` the authorization request sent: the token request
+    /// must send the same (RFC 6749 §4.1.3), whatever the callback's own
+    /// settings.
+    #[serde(default)]
+    pub redirect_uri: String,
     /// Unix time the login started.
     pub created: u64,
 }
@@ -293,23 +322,22 @@ pub fn join_chunks<'a>(name: &str, get: impl Fn(&str) -> Option<&'a str>) -> Opt
 }
 
 /// Opened sessions, each found by its whole sealed value (`TokenCache`
-/// hashes only the value's length and ends: its nonce and its AES-GCM tag).
+/// hashes only the value's length and ends: its nonce and its AES-GCM tag)
+/// and the binding it was opened for (the issuer and client it belongs to),
+/// so a session opened for one client is never served to another.
 pub struct SessionCache(crate::cache::TokenCache<Arc<Session>>);
-
-/// Sessions are cached under a policy number no token policy uses.
-const SESSION_POLICY: u32 = u32::MAX;
 
 impl SessionCache {
     pub fn new(budget: usize) -> Self {
         SessionCache(crate::cache::TokenCache::new(budget))
     }
 
-    pub fn get(&mut self, sealed: &str, now: u64) -> Option<Arc<Session>> {
-        self.0.get(SESSION_POLICY, sealed.as_bytes(), now)
+    pub fn get(&mut self, binding: u32, sealed: &str, now: u64) -> Option<Arc<Session>> {
+        self.0.get(binding, sealed.as_bytes(), now)
     }
 
-    pub fn insert(&mut self, sealed: &str, s: Arc<Session>, until: u64) {
-        self.0.insert(SESSION_POLICY, sealed.as_bytes(), s, until);
+    pub fn insert(&mut self, binding: u32, sealed: &str, s: Arc<Session>, until: u64) {
+        self.0.insert(binding, sealed.as_bytes(), s, until);
     }
 }
 
@@ -395,20 +423,24 @@ mod tests {
             created: 0,
         });
         let mut c = SessionCache::new(4 * crate::cache::entry_cost(sealed.len()));
-        c.insert(&sealed, s.clone(), 100);
-        assert!(Arc::ptr_eq(&c.get(&sealed, 10).unwrap(), &s));
+        c.insert(7, &sealed, s.clone(), 100);
+        assert!(Arc::ptr_eq(&c.get(7, &sealed, 10).unwrap(), &s));
+        assert!(
+            c.get(8, &sealed, 10).is_none(),
+            "opened for another binding"
+        );
         // the same ends and length, another middle: same key, no hit
         let mut forged = sealed.clone().into_bytes();
         let mid = forged.len() / 2;
         forged[mid] = if forged[mid] == b'A' { b'B' } else { b'A' };
         let forged = String::from_utf8(forged).unwrap();
         assert_eq!(
-            crate::cache::lookup_key(SESSION_POLICY, forged.as_bytes()),
-            crate::cache::lookup_key(SESSION_POLICY, sealed.as_bytes())
+            crate::cache::lookup_key(7, forged.as_bytes()),
+            crate::cache::lookup_key(7, sealed.as_bytes())
         );
-        assert!(c.get(&forged, 10).is_none());
+        assert!(c.get(7, &forged, 10).is_none());
         // never past the entry's end
-        assert!(c.get(&sealed, 100).is_none());
+        assert!(c.get(7, &sealed, 100).is_none());
     }
 
     #[test]
@@ -478,6 +510,29 @@ mod tests {
         assert!(old.open(Purpose::Session, "v1.!!!!").is_none());
         // two seals of the same text differ (random nonce)
         assert_ne!(old.seal(Purpose::Session, b"hello"), v);
+    }
+
+    #[test]
+    fn sessions_are_bound_to_their_issuer_and_client() {
+        let k = CookieKeys::parse(&key_line(1)).unwrap();
+        let a = b"https://op.test\nclient-a";
+        let v = k.seal_bound(Purpose::Session, a, b"s");
+        assert_eq!(k.open_bound(Purpose::Session, a, &v).unwrap(), b"s");
+        assert!(
+            k.open_bound(Purpose::Session, b"https://op.test\nclient-b", &v)
+                .is_none(),
+            "another client"
+        );
+        assert!(
+            k.open_bound(Purpose::Session, b"https://other.test\nclient-a", &v)
+                .is_none(),
+            "another issuer"
+        );
+        assert!(k.open(Purpose::Session, &v).is_none(), "no context");
+        assert!(
+            k.open_bound(Purpose::State, a, &v).is_none(),
+            "another purpose"
+        );
     }
 
     #[test]

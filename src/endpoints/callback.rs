@@ -156,7 +156,7 @@ fn callback_start(r: &mut Request, rt: &LocRuntime, sc: &SessionConf, client: &C
         &session::short_hash(&state)[..8]
     );
     let login: Option<Login> = cookie(&cookies, &name)
-        .and_then(|v| sc.keys.open(Purpose::State, v))
+        .and_then(|v| sc.keys.open_bound(Purpose::State, &sc.binding, v))
         .and_then(|b| serde_json::from_slice(&b).ok());
     let Some(login) = login else {
         return fail(
@@ -231,7 +231,8 @@ fn callback_start(r: &mut Request, rt: &LocRuntime, sc: &SessionConf, client: &C
     let mut form = vec![
         ("grant_type".to_string(), "authorization_code".to_string()),
         ("code".to_string(), code),
-        ("redirect_uri".to_string(), r.absolute(&client.redirect_uri)),
+        // the very redirect_uri the login sent (RFC 6749 §4.1.3)
+        ("redirect_uri".to_string(), login.redirect_uri.clone()),
         ("code_verifier".to_string(), login.verifier.clone()),
     ];
     let auth = client_auth(client, Some(&meta), &mut form);

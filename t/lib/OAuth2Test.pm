@@ -107,7 +107,8 @@ sub op_port { $op_port }
 sub op_url { "http://127.0.0.1:$op_port" }
 
 # op_start(%opts): start (or restart, same port and keys) the test OP.
-# opts: redirect_uri => [..], access_ttl => N, jwks_delay => ms, port => N
+# opts: redirect_uri => [..], access_ttl => N, jwks_delay => ms, port => N,
+#       no_logout => 1, conform => 1 (scope claims from UserInfo only)
 sub op_start {
     my %o = @_;
     $op_port //= $o{port} // free_port();
@@ -118,6 +119,7 @@ sub op_start {
     push @args, '--access-ttl', $o{access_ttl} if $o{access_ttl};
     push @args, '--jwks-delay', $o{jwks_delay} if $o{jwks_delay};
     push @args, '--no-logout' if $o{no_logout};
+    push @args, '--conform' if $o{conform};
     $op_pid = fork // die "fork: $!";
     if ($op_pid == 0) {
         open STDOUT, '>>', "$ROOT/op.log";

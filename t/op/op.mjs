@@ -33,6 +33,9 @@ for (let i = 0; i < args.length; i += 1) {
   else if (args[i] === '--access-ttl') opt.accessTtl = Number(args[++i]);
   else if (args[i] === '--jwks-delay') opt.jwksDelay = Number(args[++i]);
   else if (args[i] === '--no-logout') opt.noLogout = true;
+  // claims of the scopes only from UserInfo, not in the ID token (as many
+  // providers do): OpenID Connect Core §5.4
+  else if (args[i] === '--conform') opt.conform = true;
   else { console.error(`unknown argument ${args[i]}`); process.exit(2); }
 }
 if (!opt.port || !opt.state) {
@@ -66,6 +69,16 @@ const faults = {};
 const count = (name) => { stats[name] = (stats[name] || 0) + 1; };
 
 function makeProvider() {
+  const base = (id, secret) => ({
+    client_id: id,
+    client_secret: secret,
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    redirect_uris: opt.redirect.length ? opt.redirect : ['http://127.0.0.1/oauth2/callback'],
+    post_logout_redirect_uris: opt.redirect.map((u) => new URL('/', u).href),
+    token_endpoint_auth_method: 'client_secret_basic',
+    scope: 'openid email profile offline_access',
+  });
   const clients = [
     {
       client_id: 'nginx',
@@ -76,6 +89,13 @@ function makeProvider() {
       post_logout_redirect_uris: opt.redirect.map((u) => new URL('/', u).href),
       token_endpoint_auth_method: 'client_secret_basic',
       scope: 'openid email profile offline_access api:read api:write',
+    },
+    // a second client of the same provider (sessions are bound to theirs)
+    { ...base('nginx-b', 'nginx-b-secret') },
+    // ID tokens signed with HS256 and the client secret (OpenID Connect Core §10.1)
+    {
+      ...base('nginx-hs', 'nginx-hs-secret-0123456789abcdef0123456789abcdef'),
+      id_token_signed_response_alg: 'HS256',
     },
     {
       client_id: 'api-client',
@@ -93,7 +113,8 @@ function makeProvider() {
     cookies: { keys: ['test-cookie-key-not-secret'] },
     scopes: ['openid', 'offline_access', 'email', 'profile', 'api:read', 'api:write'],
     pkce: { required: () => true },
-    conformIdTokenClaims: false,
+    conformIdTokenClaims: Boolean(opt.conform),
+    enabledJWA: { idTokenSigningAlgValues: ['RS256', 'PS256', 'ES256', 'EdDSA', 'HS256'] },
     findAccount: async (ctx, sub) => ({
       accountId: sub,
       // a user whose name starts with "big" has a 6 KB name: large ID tokens
