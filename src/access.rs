@@ -401,7 +401,7 @@ fn introspection_step(
                 rt.provider,
                 "introspection",
                 endpoint,
-                introspection::form(token),
+                Some(introspection::form(token)),
                 Some(auth),
                 hook,
             ) {

@@ -3,13 +3,15 @@
 
 use std::ffi::{c_char, c_void};
 use std::path::PathBuf;
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_2MORE,
+    ngx_command_t, ngx_conf_t, ngx_http_compile_complex_value, ngx_http_compile_complex_value_t,
+    ngx_http_complex_value_t, ngx_pcalloc, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_2MORE,
     NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF,
-    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
+    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_OK,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
@@ -23,6 +25,11 @@ use oauth2_core::Algorithm;
 use oauth2_core::ConfError;
 
 use crate::Module;
+
+/// `ConfError::Invalid` with a formatted message.
+macro_rules! invalid {
+    ($($arg:tt)+) => { ConfError::Invalid(format!($($arg)+)) };
+}
 
 /// Location configuration; also used at `http` and `server` level, where
 /// the provider directives are usually written. `None` means "not set here".
@@ -44,7 +51,7 @@ pub struct LocConf {
     pub on_failure: Option<OnFailure>,
 
     pub client_secret: Option<Secret>,
-    pub redirect_uri: Option<String>,
+    pub redirect_uri: Option<UriValue>,
     pub scope: Option<Vec<String>>,
     pub cookie_secret_file: Option<(String, Arc<CookieKeys>)>,
     pub cookie_name: Option<String>,
@@ -54,7 +61,8 @@ pub struct LocConf {
     pub cookie_secure: Option<bool>,
     pub session_lifetime: Option<Duration>,
     pub refresh: Option<bool>,
-    pub post_logout_redirect_uri: Option<String>,
+    pub post_logout_redirect_uri: Option<UriValue>,
+    pub userinfo: Option<bool>,
 
     pub require_claims: Option<Vec<ClaimRule>>,
     pub require_scopes: Option<Vec<String>>,
@@ -107,9 +115,36 @@ pub struct ClientConf {
     pub issuer: String,
     pub client_id: String,
     pub client_secret: Option<Secret>,
-    pub redirect_uri: String,
+    pub redirect_uri: UriValue,
     pub scope: String,
-    pub post_logout_redirect_uri: Option<String>,
+    pub post_logout_redirect_uri: Option<UriValue>,
+    /// `oauth2_userinfo`: claims from the UserInfo endpoint at login.
+    pub userinfo: bool,
+}
+
+/// A URI as written (a path or an absolute URL) that may contain nginx
+/// variables (`https://$host/oauth2/callback`): compiled once, at
+/// configuration, into a complex value in the configuration pool.
+#[derive(Clone)]
+pub struct UriValue {
+    pub text: String,
+    cv: Option<NonNull<ngx_http_complex_value_t>>,
+}
+
+impl UriValue {
+    pub fn plain(text: &str) -> UriValue {
+        UriValue {
+            text: text.to_string(),
+            cv: None,
+        }
+    }
+
+    /// The compiled value, where the URI has variables.
+    pub fn complex(&self) -> Option<&ngx_http_complex_value_t> {
+        // SAFETY: allocated in the configuration pool, which lives as long
+        // as the configuration (and so as every LocConf holding this).
+        self.cv.map(|p| unsafe { p.as_ref() })
+    }
 }
 
 /// What a protected location needs at request time, computed once at merge.
@@ -165,9 +200,53 @@ type Setter = fn(&mut LocConf, &[&str], &ConfCtx) -> Result<(), ConfError>;
 /// What a setter may need from the configuration being read.
 pub struct ConfCtx {
     prefix: PathBuf,
+    cf: *mut ngx_conf_t,
 }
 
 impl ConfCtx {
+    /// A URI directive's value: a path or an absolute URL, possibly with
+    /// variables (compiled here; checked for its shape without them).
+    fn uri(&self, text: &str) -> Result<UriValue, ConfError> {
+        if !text.contains('$') {
+            config::parse_path_or_url(text)?;
+            return Ok(UriValue::plain(text));
+        }
+        let shape_ok = text.starts_with('/')
+            || text.starts_with("http://")
+            || text.starts_with("https://")
+            || text.starts_with('$');
+        if !shape_ok || text.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+            return Err(invalid!("invalid URI \"{text}\""));
+        }
+        // SAFETY: cf is the configuration being read; the value, the
+        // compiled complex value and what nginx allocates for it live in its
+        // pool, as long as the configuration.
+        unsafe {
+            let pool = (*self.cf).pool;
+            let value = ngx_pcalloc(pool, std::mem::size_of::<ngx_str_t>()) as *mut ngx_str_t;
+            let cv = ngx_pcalloc(pool, std::mem::size_of::<ngx_http_complex_value_t>())
+                as *mut ngx_http_complex_value_t;
+            let Some(v) = ngx_str_t::from_bytes(pool, text.as_bytes()) else {
+                return Err(invalid!("out of memory"));
+            };
+            if value.is_null() || cv.is_null() {
+                return Err(invalid!("out of memory"));
+            }
+            *value = v;
+            let mut ccv: ngx_http_compile_complex_value_t = std::mem::zeroed();
+            ccv.cf = self.cf;
+            ccv.value = value;
+            ccv.complex_value = cv;
+            if ngx_http_compile_complex_value(&mut ccv) != NGX_OK as isize {
+                return Err(invalid!("invalid variables in \"{text}\""));
+            }
+            Ok(UriValue {
+                text: text.to_string(),
+                cv: NonNull::new(cv),
+            })
+        }
+    }
+
     fn full_path(&self, p: &str) -> PathBuf {
         let path = PathBuf::from(p);
         if path.is_absolute() {
@@ -182,11 +261,6 @@ impl ConfCtx {
         let full = self.full_path(p);
         std::fs::read(&full).map_err(|e| format!("cannot read \"{}\": {}", full.display(), e))
     }
-}
-
-/// `ConfError::Invalid` with a formatted message.
-macro_rules! invalid {
-    ($($arg:tt)+) => { ConfError::Invalid(format!($($arg)+)) };
 }
 
 fn once<T>(slot: &mut Option<T>, v: T) -> Result<(), ConfError> {
@@ -339,9 +413,16 @@ fn set_client_secret_file(c: &mut LocConf, a: &[&str], cx: &ConfCtx) -> Result<(
     once(&mut c.client_secret, Secret(Arc::new(s)))
 }
 
-fn set_redirect_uri(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
-    config::parse_path_or_url(a[0])?;
-    once(&mut c.redirect_uri, a[0].to_string())
+fn set_redirect_uri(c: &mut LocConf, a: &[&str], cx: &ConfCtx) -> Result<(), ConfError> {
+    if c.redirect_uri.is_some() {
+        return Err(ConfError::Duplicate);
+    }
+    c.redirect_uri = Some(cx.uri(a[0])?);
+    Ok(())
+}
+
+fn set_userinfo(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
+    once(&mut c.userinfo, config::parse_on_off(a[0])?)
 }
 
 fn set_scope(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
@@ -417,9 +498,12 @@ fn set_refresh(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError
     once(&mut c.refresh, config::parse_on_off(a[0])?)
 }
 
-fn set_post_logout(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
-    config::parse_path_or_url(a[0])?;
-    once(&mut c.post_logout_redirect_uri, a[0].to_string())
+fn set_post_logout(c: &mut LocConf, a: &[&str], cx: &ConfCtx) -> Result<(), ConfError> {
+    if c.post_logout_redirect_uri.is_some() {
+        return Err(ConfError::Duplicate);
+    }
+    c.post_logout_redirect_uri = Some(cx.uri(a[0])?);
+    Ok(())
 }
 
 impl LocConf {
@@ -456,6 +540,7 @@ impl LocConf {
             session_lifetime,
             refresh,
             post_logout_redirect_uri,
+            userinfo,
             require_claims,
             require_scopes,
             token_cache
@@ -519,10 +604,12 @@ impl LocConf {
             .clone()
             .unwrap_or_else(|| DEFAULT_ALGORITHMS.to_vec());
         if let Some(h) = algorithms.iter().find(|a| config::is_hmac(**a)) {
-            let has_secret = self.jwks_file.as_ref().is_some_and(|(_, k)| k.has_hmac());
-            if !has_secret {
+            // access tokens: only with a symmetric key of oauth2_jwks_file;
+            // ID tokens at the callback: with the client secret
+            let has_key = self.jwks_file.as_ref().is_some_and(|(_, k)| k.has_hmac());
+            if !has_key && self.client_secret.is_none() {
                 return Err(invalid!(
-                    "\"oauth2_algorithms\" lists {} but \"oauth2_jwks_file\" holds no symmetric key",
+                    "\"oauth2_algorithms\" lists {} but neither \"oauth2_jwks_file\" holds a symmetric key nor is a client secret set",
                     oauth2_core::keys::alg_name(*h)
                 ));
             }
@@ -609,13 +696,14 @@ impl LocConf {
                 redirect_uri: self
                     .redirect_uri
                     .clone()
-                    .unwrap_or_else(|| "/oauth2/callback".into()),
+                    .unwrap_or_else(|| UriValue::plain("/oauth2/callback")),
                 scope: self
                     .scope
                     .as_ref()
                     .map(|s| s.join(" "))
                     .unwrap_or_else(|| "openid".into()),
                 post_logout_redirect_uri: self.post_logout_redirect_uri.clone(),
+                userinfo: self.userinfo.unwrap_or(true),
             }),
             _ => None,
         };
@@ -721,6 +809,7 @@ unsafe extern "C" fn set_directive(
         let prefix = unsafe { (*cfr.cycle).conf_prefix.to_str().unwrap_or("").to_string() };
         let cx = ConfCtx {
             prefix: PathBuf::from(prefix),
+            cf,
         };
         match setter(conf, &args, &cx) {
             Ok(()) => ngx::core::NGX_CONF_OK,
@@ -803,7 +892,7 @@ macro_rules! endpoint {
     };
 }
 
-pub static mut COMMANDS: [ngx_command_t; 34] = [
+pub static mut COMMANDS: [ngx_command_t; 35] = [
     command!("oauth2_issuer", NGX_CONF_TAKE1, set_issuer),
     command!("oauth2_jwks_uri", NGX_CONF_TAKE1, set_jwks_uri),
     command!("oauth2_jwks_file", NGX_CONF_TAKE1, set_jwks_file),
@@ -838,6 +927,7 @@ pub static mut COMMANDS: [ngx_command_t; 34] = [
     ),
     command!("oauth2_redirect_uri", NGX_CONF_TAKE1, set_redirect_uri),
     command!("oauth2_scope", NGX_CONF_1MORE, set_scope),
+    command!("oauth2_userinfo", NGX_CONF_FLAG, set_userinfo),
     command!(
         "oauth2_cookie_secret_file",
         NGX_CONF_TAKE1,

@@ -37,16 +37,18 @@ pub enum Hook {
     Stall,
 }
 
-/// A POST to the provider on behalf of requests (token endpoint, refresh,
-/// introspection).
+/// A request to the provider on behalf of requests: a form POST (token
+/// endpoint, refresh, introspection) or a GET (UserInfo).
 pub struct Job {
     pub id: JobId,
     pub provider: usize,
-    /// For log lines: "token", "refresh", "introspection".
+    /// For log lines: "token", "refresh", "introspection", "UserInfo".
     pub what: &'static str,
     pub url: String,
-    pub form: Vec<(String, String)>,
-    /// `Authorization` header value (client_secret_basic), if any.
+    /// The form to POST; `None`: a GET.
+    pub form: Option<Vec<(String, String)>>,
+    /// `Authorization` header value (client_secret_basic, or the bearer
+    /// access token for UserInfo), if any.
     pub authorization: Option<String>,
     pub hook: Option<Hook>,
 }
@@ -250,23 +252,28 @@ async fn run_job(client: reqwest::Client, job: Job) -> JobResult {
         Some(Hook::Stall) => std::future::pending::<()>().await,
         None => {}
     }
-    post_form(&client, &job).await
+    send(&client, &job).await
 }
 
-async fn post_form(client: &reqwest::Client, job: &Job) -> JobResult {
+async fn send(client: &reqwest::Client, job: &Job) -> JobResult {
     let fail = |cause: String| FetchError::Transport {
         what: job.what,
         url: job.url.clone(),
         cause,
     };
-    let body = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(job.form.iter())
-        .finish();
-    let mut req = client
-        .post(&job.url)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("accept", "application/json")
-        .body(body);
+    let mut req = match &job.form {
+        Some(form) => {
+            let body = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(form.iter())
+                .finish();
+            client
+                .post(&job.url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+        }
+        None => client.get(&job.url),
+    }
+    .header("accept", "application/json");
     if let Some(a) = &job.authorization {
         req = req.header("authorization", a);
     }

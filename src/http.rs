@@ -87,8 +87,8 @@ pub trait RequestExt {
     /// The query string.
     fn args(&self) -> &str;
     /// A small HTML page with a status, from a content handler; the text is
-    /// escaped.
-    fn send_page(&mut self, status: u16, text: &str) -> ngx_int_t;
+    /// escaped; `link`: a same-origin path to go on to ("Continue").
+    fn send_page(&mut self, status: u16, text: &str, link: Option<&str>) -> ngx_int_t;
     fn discard_body(&mut self);
     /// Call `cleanup(data)` when the request's pool goes.
     fn on_pool_cleanup(&mut self, cleanup: ngx_pool_cleanup_pt, data: *mut c_void) -> bool;
@@ -281,7 +281,7 @@ impl RequestExt for Request {
         unsafe { (*self.raw()).args.to_str().unwrap_or("") }
     }
 
-    fn send_page(&mut self, status: u16, text: &str) -> ngx_int_t {
+    fn send_page(&mut self, status: u16, text: &str, link: Option<&str>) -> ngx_int_t {
         let title = match status {
             400 => "400 Bad Request",
             401 => "401 Unauthorized",
@@ -292,8 +292,11 @@ impl RequestExt for Request {
             504 => "504 Gateway Time-out",
             _ => "Error",
         };
+        let link = link
+            .map(|l| format!("<p><a href=\"{}\">Continue</a></p>\n", html_escape(l)))
+            .unwrap_or_default();
         let body = format!(
-            "<html>\n<head><title>{title}</title></head>\n<body>\n<center><h1>{title}</h1></center>\n<p>{}</p>\n</body>\n</html>\n",
+            "<html>\n<head><title>{title}</title></head>\n<body>\n<center><h1>{title}</h1></center>\n<p>{}</p>\n{link}</body>\n</html>\n",
             html_escape(text)
         );
         self.discard_body();

@@ -16,7 +16,7 @@ use oauth2_core::login::{self, ClientAuth};
 use oauth2_core::session::{self, LoginState as Login, Purpose, Session};
 use oauth2_core::waits::WaitFor;
 
-use crate::conf::{ClientConf, LocRuntime, SessionConf};
+use crate::conf::{ClientConf, LocRuntime, SessionConf, UriValue};
 use crate::http::RequestExt;
 use crate::worker::{test_hook, with_worker, KeyState};
 
@@ -27,6 +27,22 @@ const MAX_STATES: usize = 4;
 
 pub fn now() -> u64 {
     ngx_time() as u64
+}
+
+/// A URI directive's value for this request: its variables evaluated, a
+/// path made absolute on the request's origin.
+pub fn uri_for(r: &Request, v: &UriValue) -> String {
+    match v.complex() {
+        Some(cv) => {
+            let s = r
+                .get_complex_value(cv)
+                .and_then(|s| s.to_str().ok())
+                .unwrap_or("/")
+                .to_string();
+            r.absolute(&s)
+        }
+        None => r.absolute(&v.text),
+    }
 }
 
 pub fn cookie<'a>(cookies: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -252,7 +268,7 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
                 ("refresh_token".to_string(), refresh_token.to_string()),
             ];
             let auth = client_auth(client, p.metadata.as_ref(), &mut form);
-            match w.submit(rt.provider, "refresh", url, form, auth, hook) {
+            match w.submit(rt.provider, "refresh", url, Some(form), auth, hook) {
                 Ok(job) => {
                     w.refreshes.started(key.clone(), job, s.clone(), t);
                     ngx_log_debug_http!(r, "oauth2: refreshing the session (job {})", job);
@@ -390,7 +406,7 @@ pub fn start_login(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) -> ngx_in
         nonce: session::random_token(32),
         verifier: session::random_token(32),
         return_to,
-        redirect_uri: r.absolute(&client.redirect_uri),
+        redirect_uri: uri_for(r, &client.redirect_uri),
         created: now(),
     };
     let redirect_uri = login.redirect_uri.clone();

@@ -172,13 +172,13 @@ impl Worker {
 
     /// Send a POST to the provider; its answer wakes the requests parked on
     /// `WaitFor::Job(id)` and goes to the job's owner (refreshes,
-    /// introspections) or, for the callback, to `take_token_result`.
+    /// introspections) or, for the callback, to `take_job_result`.
     pub fn submit(
         &mut self,
         provider: usize,
         what: &'static str,
         url: String,
-        form: Vec<(String, String)>,
+        form: Option<Vec<(String, String)>>,
         authorization: Option<String>,
         hook: Option<Hook>,
     ) -> Result<JobId, FetchError> {
@@ -197,8 +197,9 @@ impl Worker {
         Ok(id)
     }
 
-    /// The token endpoint's answer for a callback request.
-    pub fn take_token_result(&mut self, job: JobId) -> Option<JobResult> {
+    /// The answer of a job a callback request waited for (token endpoint,
+    /// UserInfo).
+    pub fn take_job_result(&mut self, job: JobId) -> Option<JobResult> {
         self.token_results.remove(&job)
     }
 

@@ -229,7 +229,7 @@ oauth2_algorithms RS256 HS256;
 location / { oauth2_auth on; }
 --- must_die
 --- error_log
-"oauth2_algorithms" lists HS256 but "oauth2_jwks_file" holds no symmetric key
+"oauth2_algorithms" lists HS256 but neither "oauth2_jwks_file" holds a symmetric key nor is a client secret set
 
 === TEST 19: nginx -t: duplicate directive
 --- http_config

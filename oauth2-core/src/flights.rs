@@ -57,6 +57,7 @@ pub fn refreshed_session(old: &Session, res: JobResult, now: u64) -> Result<Sess
         id_token: old.id_token.clone(),
         scope: tokens.scope.or_else(|| old.scope.clone()),
         created: old.created,
+        userinfo: old.userinfo.clone(),
     })
 }
 
@@ -304,6 +305,7 @@ mod tests {
             id_token: Some("id".into()),
             scope: None,
             created: 10,
+            userinfo: None,
         })
     }
 

@@ -121,6 +121,15 @@ pub enum Lookup<'a> {
 }
 
 impl KeySet {
+    /// The client secret as the key of HS* ID tokens (OpenID Connect Core
+    /// §10.1: the octets of its UTF-8 form). Never used for access tokens.
+    pub fn client_secret(secret: &str) -> Result<KeySet, String> {
+        use base64::Engine;
+        let k = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret.as_bytes());
+        let doc = format!(r#"{{"keys":[{{"kty":"oct","k":"{k}"}}]}}"#);
+        KeySet::parse(doc.as_bytes(), KeySource::File)
+    }
+
     /// Parse a JWK Set document. Keys that cannot be used (unknown `kty`,
     /// encryption keys, HMAC keys from the network) are skipped and listed in
     /// `skipped`; a document with no usable key is an error.
@@ -309,13 +318,15 @@ pub struct Metadata {
     pub introspection_endpoint: Option<String>,
     pub end_session_endpoint: Option<String>,
     #[serde(default)]
+    pub userinfo_endpoint: Option<String>,
+    #[serde(default)]
     pub token_endpoint_auth_methods_supported: Vec<String>,
 }
 
 impl Metadata {
     /// Parse a discovery document and check that it names the configured
-    /// issuer (OpenID Connect Discovery 1.0 §4.3: they must be identical; a
-    /// trailing slash alone is forgiven).
+    /// issuer (OpenID Connect Discovery 1.0 §4.3: they must be identical,
+    /// character for character).
     pub fn parse(doc: &[u8], expected_issuer: &str) -> Result<Metadata, String> {
         let m: Metadata =
             serde_json::from_slice(doc).map_err(|e| format!("invalid provider metadata: {e}"))?;

@@ -104,12 +104,15 @@ pub fn parse_token_response(status: u16, body: &[u8]) -> Result<TokenResponse, T
     Err(TokenEndpointError::Refused { status, code })
 }
 
-/// Who the ID token must be for: the login's issuer, client and nonce.
-#[derive(Debug, Clone, Copy)]
+/// Who the ID token must be for: the login's issuer, client and nonce, and
+/// the client secret (the key of HS* ID tokens when `oauth2_algorithms` lists
+/// them, OpenID Connect Core §10.1).
+#[derive(Clone, Copy)]
 pub struct IdTokenClient<'a> {
     pub issuer: &'a str,
     pub client_id: &'a str,
     pub nonce: &'a str,
+    pub secret: Option<&'a str>,
 }
 
 /// OpenID Connect Core §3.1.3.7: signature, `iss`, `aud` contains the client
@@ -127,7 +130,15 @@ pub fn validate_id_token(
         issuer,
         client_id,
         nonce,
+        secret,
     } = *client;
+    // HS* ID tokens: the client secret is their key, only here
+    let hmac = secret
+        .filter(|_| algorithms.iter().any(|a| crate::config::is_hmac(*a)))
+        .and_then(|s| KeySet::client_secret(s).ok());
+    let mut all: Vec<&KeySet> = sets.to_vec();
+    all.extend(hmac.as_ref());
+    let sets = &all[..];
     let policy = Policy {
         issuer: Some(issuer.to_string()),
         audiences: vec![client_id.to_string()],
@@ -268,6 +279,116 @@ mod tests {
         assert_eq!(e.error.as_deref(), Some("access_denied"));
         assert_eq!(clean_error_code("<b>\"x\"\r\n</b>"), "<b>x</b>");
     }
+
+    #[test]
+    fn userinfo_answers() {
+        let ok = br#"{"sub":"alice","email":"alice@example.test"}"#;
+        assert_eq!(
+            userinfo_claims(200, ok, "alice").unwrap()["email"],
+            "alice@example.test"
+        );
+        assert_eq!(
+            userinfo_claims(200, ok, "bob").unwrap_err(),
+            UserInfoError::Subject
+        );
+        assert_eq!(
+            userinfo_claims(200, br#"{"email":"x"}"#, "alice").unwrap_err(),
+            UserInfoError::Subject
+        );
+        assert_eq!(
+            userinfo_claims(401, b"", "alice").unwrap_err(),
+            UserInfoError::Status(401)
+        );
+        assert!(matches!(
+            userinfo_claims(200, b"eyJ.a.b", "alice"),
+            Err(UserInfoError::Invalid(_))
+        ));
+        assert!(matches!(
+            userinfo_claims(200, b"[]", "alice"),
+            Err(UserInfoError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn hs256_id_tokens_are_verified_with_the_client_secret() {
+        use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+        let secret = "nginx-hs-secret-0123456789abcdef0123456789abcdef";
+        let claims = serde_json::json!({
+            "iss": "https://op.test", "aud": "web", "sub": "alice", "nonce": "n1",
+            "iat": 1_000, "exp": 2_000
+        });
+        let tok = |key: &str| {
+            encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(key.as_bytes()),
+            )
+            .unwrap()
+        };
+        let who = IdTokenClient {
+            issuer: "https://op.test",
+            client_id: "web",
+            nonce: "n1",
+            secret: Some(secret),
+        };
+        let hs = [Algorithm::RS256, Algorithm::HS256];
+        assert_eq!(
+            validate_id_token(&tok(secret), &[], &who, &hs, 0, 1_500).unwrap()["sub"],
+            "alice"
+        );
+        assert_eq!(
+            validate_id_token(
+                &tok("another-secret-another-secret-another"),
+                &[],
+                &who,
+                &hs,
+                0,
+                1_500
+            )
+            .unwrap_err(),
+            Rejection::BadSignature
+        );
+        // not listed in oauth2_algorithms: refused whatever the secret
+        assert_eq!(
+            validate_id_token(&tok(secret), &[], &who, &[Algorithm::RS256], 0, 1_500).unwrap_err(),
+            Rejection::BadAlgorithm
+        );
+        // no secret: no key
+        let no_secret = IdTokenClient {
+            secret: None,
+            ..who
+        };
+        assert!(validate_id_token(&tok(secret), &[], &no_secret, &hs, 0, 1_500).is_err());
+    }
+}
+
+/// Why UserInfo gave no claims (OpenID Connect Core §5.3).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserInfoError {
+    #[error("the UserInfo endpoint answered {0}")]
+    Status(u16),
+    #[error("invalid UserInfo response: {0}")]
+    Invalid(String),
+    #[error("the UserInfo \"sub\" is not the ID token's (OpenID Connect Core §5.3.2)")]
+    Subject,
+}
+
+/// The claims of a UserInfo answer, for the user the ID token names: a JSON
+/// object whose `sub` equals the ID token's (a signed or encrypted answer is
+/// not JSON and is refused).
+pub fn userinfo_claims(status: u16, body: &[u8], id_sub: &str) -> Result<Claims, UserInfoError> {
+    if !(200..300).contains(&status) {
+        return Err(UserInfoError::Status(status));
+    }
+    let claims = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => return Err(UserInfoError::Invalid("not a JSON object".into())),
+        Err(e) => return Err(UserInfoError::Invalid(e.to_string())),
+    };
+    match claims.get("sub") {
+        Some(Value::String(s)) if s == id_sub => Ok(claims),
+        _ => Err(UserInfoError::Subject),
+    }
 }
 
 /// Where a request is in the `oauth2_callback` (kept in its request ctx
@@ -285,5 +406,12 @@ pub enum CallbackStep {
     Keys {
         login: crate::session::LoginState,
         tokens: TokenResponse,
+    },
+    /// Waiting for UserInfo; the ID token is verified (its claims).
+    UserInfo {
+        login: crate::session::LoginState,
+        tokens: TokenResponse,
+        claims: Claims,
+        job: crate::waits::JobId,
     },
 }

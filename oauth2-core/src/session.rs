@@ -205,6 +205,10 @@ pub struct Session {
     pub scope: Option<String>,
     /// Unix time the session started (for `oauth2_session_lifetime`).
     pub created: u64,
+    /// Claims from the provider's UserInfo endpoint at login (they join the
+    /// ID token's for the variables; the ID token's win).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userinfo: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Session {
@@ -215,11 +219,26 @@ impl Session {
         let payload = s.id_token.as_deref()?.split('.').nth(1)?;
         let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
         match serde_json::from_slice(&bytes).ok()? {
-            serde_json::Value::Object(m) => s.claims = std::sync::Arc::new(m),
+            serde_json::Value::Object(m) => {
+                s.claims = std::sync::Arc::new(joined_claims(m, s.userinfo.as_ref()))
+            }
             _ => return None,
         }
         Some(s)
     }
+}
+
+/// The ID token's claims, with those UserInfo adds (it never replaces one).
+pub fn joined_claims(
+    mut id: serde_json::Map<String, serde_json::Value>,
+    userinfo: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> serde_json::Map<String, serde_json::Value> {
+    for (k, v) in userinfo.into_iter().flatten() {
+        if !id.contains_key(k) {
+            id.insert(k.clone(), v.clone());
+        }
+    }
+    id
 }
 
 /// Cookies of a request, in order (`Cookie: a=1; b=2`), values unquoted.
@@ -421,6 +440,7 @@ mod tests {
             id_token: None,
             scope: None,
             created: 0,
+            userinfo: None,
         });
         let mut c = SessionCache::new(4 * crate::cache::entry_cost(sealed.len()));
         c.insert(7, &sealed, s.clone(), 100);
@@ -580,6 +600,7 @@ mod tests {
             refresh_token: None,
             id_token: Some(format!("h.{payload}.s")),
             scope: None,
+            userinfo: None,
             created: 1,
         };
         let json = serde_json::to_vec(&s).unwrap();

@@ -1,24 +1,29 @@
 //! `oauth2_callback`: check the state, exchange the code at the token
-//! endpoint, verify the ID token, set the session cookie, and go back to
-//! where the login started. It waits (parked, as the access phase does) for
-//! the metadata, the token endpoint and, for a new signing key, a refetch;
-//! a wait that passes its deadline gets `504`, never a session.
+//! endpoint, verify the ID token, fetch UserInfo, set the session cookie,
+//! and go back to where the login started. It waits (parked, as the access
+//! phase does) for the metadata, the token endpoint, a key refetch for a new
+//! signing key, and UserInfo; a wait that passes its deadline gets `504`,
+//! never a session. Every failure page offers a way on (back to the page the
+//! login started from, else `/`).
 
 use std::sync::Arc;
 
 use ngx::core::Status;
-use ngx::ffi::{ngx_http_request_t, ngx_int_t, NGX_LOG_INFO};
+use ngx::ffi::{
+    ngx_http_request_t, ngx_int_t, ngx_uint_t, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_WARN,
+};
 use ngx::http::{HttpModuleLocationConf, Request};
 use ngx::ngx_log_error;
 use oauth2_core::decide::{self, UnknownKid};
+use oauth2_core::jwt::Claims;
 use oauth2_core::login::{self, CallbackStep, TokenResponse};
-use oauth2_core::session::{self, LoginState as Login, Purpose, Session};
+use oauth2_core::session::{self, joined_claims, LoginState as Login, Purpose, Session};
 use oauth2_core::waits::{Check, WaitFor};
-use oauth2_core::Rejection;
+use oauth2_core::{Rejection, TokenEndpointError};
 
 use crate::conf::{ClientConf, LocRuntime, SessionConf};
 use crate::http::{finalize, request, RawRequest, RequestExt};
-use crate::session::{client_auth, cookie, delete_cookie, issue_session, now, STATE_TTL};
+use crate::session::{client_auth, cookie, delete_cookie, issue_session, now, uri_for, STATE_TTL};
 use crate::worker::{test_hook, timed_out, with_worker, KeyState};
 use crate::Module;
 
@@ -53,9 +58,18 @@ unsafe extern "C" fn resume(r: *mut ngx_http_request_t) {
     })
 }
 
-fn fail(r: &mut Request, status: u16, log: &str, page: &str) -> Step {
-    ngx_log_error!(NGX_LOG_INFO, r.log(), "oauth2: callback: {}", log);
-    Step::Done(r.send_page(status, page))
+/// A failure: a log line at `level`, a page with `status` and a link on
+/// (to the page the login started from, when known, else `/`).
+fn fail(
+    r: &mut Request,
+    status: u16,
+    level: u32,
+    log: &str,
+    page: &str,
+    back: Option<&str>,
+) -> Step {
+    ngx_log_error!(level as ngx_uint_t, r.log(), "oauth2: callback: {}", log);
+    Step::Done(r.send_page(status, page, Some(back.unwrap_or("/"))))
 }
 
 /// Park until `what`, remembering where the callback is.
@@ -67,6 +81,11 @@ fn park(r: &mut Request, provider: usize, what: WaitFor, step: CallbackStep) -> 
         ctx.callback = Some(step);
     }
     Step::Wait
+}
+
+/// The login's own page, where the error page links back to.
+fn back(login: &Login) -> Option<&str> {
+    Some(login.return_to.as_str()).filter(|p| session::safe_return_path(p))
 }
 
 fn callback(r: &mut Request) -> Step {
@@ -91,36 +110,48 @@ fn callback(r: &mut Request) -> Step {
     };
     let step = ctx.callback.take();
     if timed_out(check) {
-        return fail(
-            r,
-            504,
-            "the identity provider did not answer in time",
-            "the identity provider did not answer in time",
-        );
+        let to = match &step {
+            Some(CallbackStep::Token { login, .. })
+            | Some(CallbackStep::Keys { login, .. })
+            | Some(CallbackStep::UserInfo { login, .. }) => back(login).map(str::to_string),
+            _ => None,
+        };
+        let msg = "the identity provider did not answer in time";
+        return fail(r, 504, NGX_LOG_WARN, msg, msg, to.as_deref());
     }
     match step {
         None | Some(CallbackStep::Metadata) => callback_start(r, &rt, sc, client),
         Some(CallbackStep::Token { login, job }) => {
-            match with_worker(|w| w.take_token_result(job)).flatten() {
+            match with_worker(|w| w.take_job_result(job)).flatten() {
                 None => fail(
                     r,
                     502,
+                    NGX_LOG_WARN,
                     "no answer from the token endpoint",
                     "the identity provider could not be reached",
+                    back(&login),
                 ),
                 Some(Err(e)) => fail(
                     r,
                     502,
+                    NGX_LOG_WARN,
                     &e.to_string(),
                     "the identity provider could not be reached",
+                    back(&login),
                 ),
                 Some(Ok((status, body))) => match login::parse_token_response(status, &body) {
-                    Err(e) => fail(
-                        r,
-                        502,
-                        &e.to_string(),
-                        "the identity provider refused the login",
-                    ),
+                    Err(e) => {
+                        let (level, hint) = token_error_hint(&e);
+                        let log = format!("{e}{hint}");
+                        fail(
+                            r,
+                            502,
+                            level,
+                            &log,
+                            "the identity provider refused the login",
+                            back(&login),
+                        )
+                    }
                     Ok(tokens) => finish_login(r, &rt, sc, client, login, tokens, false),
                 },
             }
@@ -128,42 +159,118 @@ fn callback(r: &mut Request) -> Step {
         Some(CallbackStep::Keys { login, tokens }) => {
             finish_login(r, &rt, sc, client, login, tokens, true)
         }
+        Some(CallbackStep::UserInfo {
+            login,
+            tokens,
+            claims,
+            job,
+        }) => {
+            let sub = claims
+                .get("sub")
+                .and_then(|s| s.as_str())
+                .unwrap_or("")
+                .to_string();
+            let userinfo = match with_worker(|w| w.take_job_result(job)).flatten() {
+                Some(Ok((status, body))) => {
+                    login::userinfo_claims(status, &body, &sub).map_err(|e| e.to_string())
+                }
+                Some(Err(e)) => Err(e.to_string()),
+                None => Err("no answer from the UserInfo endpoint".to_string()),
+            };
+            let userinfo = match userinfo {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    ngx_log_error!(
+                        NGX_LOG_ERR,
+                        r.log(),
+                        "oauth2: callback: UserInfo failed: {}; the session has the ID token's claims only (check the \"openid\" scope and the client's access to UserInfo, or set \"oauth2_userinfo off\")",
+                        e
+                    );
+                    None
+                }
+            };
+            complete(r, sc, client, login, tokens, claims, userinfo)
+        }
+    }
+}
+
+/// The log level and what to check, for a token endpoint's refusal: a
+/// refused code or client is a configuration mistake until shown otherwise.
+fn token_error_hint(e: &TokenEndpointError) -> (u32, &'static str) {
+    match e {
+        TokenEndpointError::Refused { code, .. } if code == "invalid_client" || code == "unauthorized_client" => {
+            (NGX_LOG_ERR, "; check oauth2_client_id and the client secret (and the client's authentication method)")
+        }
+        TokenEndpointError::Refused { code, .. } if code == "invalid_grant" => (
+            NGX_LOG_ERR,
+            "; the code was refused: check that the redirect URI is registered for the client exactly as nginx sends it",
+        ),
+        TokenEndpointError::Refused { status, .. } if *status >= 500 => (NGX_LOG_WARN, ""),
+        _ => (NGX_LOG_ERR, "; check the client's registration at the provider"),
     }
 }
 
 fn callback_start(r: &mut Request, rt: &LocRuntime, sc: &SessionConf, client: &ClientConf) -> Step {
     let p = login::parse_callback(r.args());
     if p.duplicate {
-        return fail(r, 400, "a parameter is repeated", "invalid login response");
-    }
-    if let Some(err) = &p.error {
-        let code = login::clean_error_code(err);
-        let status = if code == "access_denied" { 403 } else { 401 };
-        return fail(
-            r,
-            status,
-            &format!("the provider answered error \"{code}\""),
-            &format!("login failed: {code}"),
-        );
-    }
-    let (Some(code), Some(state)) = (p.code, p.state) else {
-        return fail(r, 400, "no code or state", "invalid login response");
-    };
-    let cookies = r.cookies();
-    let name = format!(
-        "{}_st_{}",
-        sc.cookie_name,
-        &session::short_hash(&state)[..8]
-    );
-    let login: Option<Login> = cookie(&cookies, &name)
-        .and_then(|v| sc.keys.open_bound(Purpose::State, &sc.binding, v))
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    let Some(login) = login else {
         return fail(
             r,
             400,
+            NGX_LOG_INFO,
+            "a parameter is repeated",
+            "invalid login response",
+            None,
+        );
+    }
+    let cookies = r.cookies();
+    // the state cookie of this login, if the response names one
+    let state_cookie = p
+        .state
+        .as_deref()
+        .map(|state| format!("{}_st_{}", sc.cookie_name, &session::short_hash(state)[..8]));
+    let login: Option<Login> = state_cookie
+        .as_deref()
+        .and_then(|name| cookie(&cookies, name))
+        .and_then(|v| sc.keys.open_bound(Purpose::State, &sc.binding, v))
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if let Some(err) = &p.error {
+        // the login ended at the provider (Cancel, or a refusal): its state
+        // is of no more use
+        if let (Some(name), Some(_)) = (&state_cookie, &login) {
+            delete_cookie(r, sc, name, true);
+        }
+        let code = login::clean_error_code(err);
+        let status = if code == "access_denied" { 403 } else { 401 };
+        let to = login.as_ref().and_then(back).map(str::to_string);
+        return fail(
+            r,
+            status,
+            NGX_LOG_INFO,
+            &format!("the provider answered error \"{code}\""),
+            &format!("login failed: {code}"),
+            to.as_deref(),
+        );
+    }
+    let (Some(code), Some(state), Some(name)) = (p.code, p.state, state_cookie) else {
+        return fail(
+            r,
+            400,
+            NGX_LOG_INFO,
+            "no code or state",
+            "invalid login response",
+            None,
+        );
+    };
+    let Some(login) = login else {
+        // typically Back after a login: the state was used and its cookie is
+        // gone; the user may well be signed in already
+        return fail(
+            r,
+            400,
+            NGX_LOG_INFO,
             "no valid state cookie for this state",
             "invalid or expired login state",
+            None,
         );
     };
     let t = now();
@@ -171,8 +278,10 @@ fn callback_start(r: &mut Request, rt: &LocRuntime, sc: &SessionConf, client: &C
         return fail(
             r,
             400,
+            NGX_LOG_INFO,
             "state mismatch or expired",
             "invalid or expired login state",
+            back(&login),
         );
     }
     // the metadata (token endpoint) is needed
@@ -195,20 +304,26 @@ fn callback_start(r: &mut Request, rt: &LocRuntime, sc: &SessionConf, client: &C
             )
         }
         _ => {
+            let msg = "the provider metadata is not available";
             return fail(
                 r,
                 503,
-                "the provider metadata is not available",
+                NGX_LOG_WARN,
+                msg,
                 "the identity provider is unavailable",
-            )
+                back(&login),
+            );
         }
     };
     let Some(token_endpoint) = meta.token_endpoint.clone() else {
+        let msg = "the provider metadata has no token_endpoint";
         return fail(
             r,
             503,
-            "the provider metadata has no token_endpoint",
+            NGX_LOG_ERR,
+            msg,
             "the identity provider is unavailable",
+            back(&login),
         );
     };
     // the state is used once: replays in this worker are refused
@@ -224,20 +339,28 @@ fn callback_start(r: &mut Request, rt: &LocRuntime, sc: &SessionConf, client: &C
         return fail(
             r,
             400,
+            NGX_LOG_INFO,
             "the state was already used",
             "invalid or expired login state",
+            back(&login),
         );
     }
+    // the very redirect_uri the login sent (RFC 6749 §4.1.3); a state made
+    // before it was recorded falls back to this location's
+    let redirect_uri = if login.redirect_uri.is_empty() {
+        uri_for(r, &client.redirect_uri)
+    } else {
+        login.redirect_uri.clone()
+    };
     let mut form = vec![
         ("grant_type".to_string(), "authorization_code".to_string()),
         ("code".to_string(), code),
-        // the very redirect_uri the login sent (RFC 6749 §4.1.3)
-        ("redirect_uri".to_string(), login.redirect_uri.clone()),
+        ("redirect_uri".to_string(), redirect_uri),
         ("code_verifier".to_string(), login.verifier.clone()),
     ];
     let auth = client_auth(client, Some(&meta), &mut form);
     let hook = test_hook(r);
-    match with_worker(|w| w.submit(rt.provider, "token", token_endpoint, form, auth, hook)) {
+    match with_worker(|w| w.submit(rt.provider, "token", token_endpoint, Some(form), auth, hook)) {
         Some(Ok(job)) => park(
             r,
             rt.provider,
@@ -247,15 +370,35 @@ fn callback_start(r: &mut Request, rt: &LocRuntime, sc: &SessionConf, client: &C
         Some(Err(e)) => fail(
             r,
             503,
+            NGX_LOG_WARN,
             &e.to_string(),
             "the identity provider is unavailable",
+            back(&login),
         ),
         None => fail(
             r,
             503,
+            NGX_LOG_WARN,
             "no worker state",
             "the identity provider is unavailable",
+            back(&login),
         ),
+    }
+}
+
+/// What to check when an ID token is refused.
+fn id_token_hint(why: Rejection) -> &'static str {
+    match why {
+        Rejection::BadAlgorithm => {
+            " (its algorithm is not in oauth2_algorithms; HS256/HS512 ID tokens need it listed, the client secret is their key)"
+        }
+        Rejection::WrongIssuer => " (check oauth2_issuer: it must equal the token's \"iss\" exactly)",
+        Rejection::WrongAudience => " (check oauth2_client_id)",
+        Rejection::UnknownKey | Rejection::BadSignature => " (check the provider's signing keys and oauth2_algorithms)",
+        Rejection::Expired | Rejection::NotYetValid | Rejection::IssuedInFuture => {
+            " (check this host's clock, or oauth2_clock_skew)"
+        }
+        _ => "",
     }
 }
 
@@ -269,11 +412,14 @@ fn finish_login(
     refetched: bool,
 ) -> Step {
     let Some(id_token) = tokens.id_token.clone() else {
+        let msg = "the token response has no id_token (is \"openid\" in oauth2_scope?)";
         return fail(
             r,
             502,
-            "the token response has no id_token",
+            NGX_LOG_ERR,
+            msg,
             "the identity provider refused the login",
+            back(&login),
         );
     };
     let t = now();
@@ -285,6 +431,7 @@ fn finish_login(
             issuer: &client.issuer,
             client_id: &client.client_id,
             nonce: &login.nonce,
+            secret: client.client_secret.as_ref().map(|s| s.0.as_str()),
         };
         let res = login::validate_id_token(
             &id_token,
@@ -294,8 +441,12 @@ fn finish_login(
             rt.policy.skew_secs,
             t,
         );
-        let last_ok = w.providers[rt.provider].last_ok;
-        match res {
+        let last_ok = p.last_ok;
+        let userinfo = p
+            .metadata
+            .as_ref()
+            .and_then(|m| m.userinfo_endpoint.clone());
+        let res = match res {
             Err(Rejection::UnknownKey) => {
                 match decide::unknown_kid(refetched, last_ok, || w.refetch(rt.provider)) {
                     UnknownKid::WaitForRefetch => None,
@@ -304,10 +455,21 @@ fn finish_login(
                 }
             }
             other => Some(other),
-        }
+        };
+        (res, userinfo)
     });
-    let claims = match checked {
+    let (claims, userinfo_endpoint) = match checked {
         None => {
+            return fail(
+                r,
+                503,
+                NGX_LOG_WARN,
+                "no worker state",
+                "the identity provider is unavailable",
+                back(&login),
+            )
+        }
+        Some((None, _)) => {
             return park(
                 r,
                 rt.provider,
@@ -315,47 +477,96 @@ fn finish_login(
                 CallbackStep::Keys { login, tokens },
             )
         }
-        Some(None) => {
+        Some((Some(Err(Rejection::ProviderUnavailable)), _)) => {
+            let msg = "the ID token's signing key cannot be fetched";
             return fail(
                 r,
                 503,
-                "no worker state",
+                NGX_LOG_WARN,
+                msg,
                 "the identity provider is unavailable",
-            )
+                back(&login),
+            );
         }
-        Some(Some(Err(Rejection::ProviderUnavailable))) => {
-            return fail(
-                r,
-                503,
-                "the signing key cannot be fetched",
-                "the identity provider is unavailable",
-            )
-        }
-        Some(Some(Err(e))) => {
+        Some((Some(Err(e)), _)) => {
+            let log = format!("ID token rejected: {}{}", e.code(), id_token_hint(e));
             return fail(
                 r,
                 401,
-                &format!("ID token rejected: {}", e.code()),
+                NGX_LOG_ERR,
+                &log,
                 "the login could not be verified",
-            )
+                back(&login),
+            );
         }
-        Some(Some(Ok(c))) => c,
+        Some((Some(Ok(c)), u)) => (c, u),
     };
+    if let (true, Some(url)) = (client.userinfo, userinfo_endpoint) {
+        let auth = format!("Bearer {}", tokens.access_token);
+        let hook = test_hook(r);
+        match with_worker(|w| w.submit(rt.provider, "UserInfo", url, None, Some(auth), hook)) {
+            Some(Ok(job)) => {
+                return park(
+                    r,
+                    rt.provider,
+                    WaitFor::Job(job),
+                    CallbackStep::UserInfo {
+                        login,
+                        tokens,
+                        claims,
+                        job,
+                    },
+                )
+            }
+            Some(Err(e)) => {
+                ngx_log_error!(
+                    NGX_LOG_ERR,
+                    r.log(),
+                    "oauth2: callback: UserInfo failed: {}",
+                    e
+                );
+            }
+            None => {}
+        }
+    }
+    complete(r, sc, client, login, tokens, claims, None)
+}
+
+/// The login succeeded: the session cookie, and back where it started.
+fn complete(
+    r: &mut Request,
+    sc: &SessionConf,
+    client: &ClientConf,
+    login: Login,
+    tokens: TokenResponse,
+    claims: Claims,
+    userinfo: Option<Claims>,
+) -> Step {
+    let t = now();
+    // keep only what UserInfo adds (the ID token's claims win anyway): the
+    // cookie stays small
+    let userinfo: Option<Claims> = userinfo
+        .map(|u| u.into_iter().filter(|(k, _)| !claims.contains_key(k)).collect())
+        .filter(|u: &Claims| !u.is_empty());
     let s = Session {
-        claims: Arc::new(claims),
+        claims: Arc::new(joined_claims(claims, userinfo.as_ref())),
         access_token: tokens.access_token,
         access_exp: tokens.expires_in.map(|e| t + e).unwrap_or(0),
         refresh_token: tokens.refresh_token,
-        id_token: Some(id_token),
+        id_token: tokens.id_token,
         scope: tokens.scope.or_else(|| Some(client.scope.clone())),
         created: t,
+        userinfo,
     };
     if !issue_session(r, sc, &s) {
+        let msg = "the session could not be stored";
         return fail(
             r,
             500,
+            NGX_LOG_ERR,
             "cannot store the session",
-            "the session could not be stored",
+            msg,
+            back(&login),
         );
     }
     ngx_log_error!(NGX_LOG_INFO, r.log(), "oauth2: login completed");

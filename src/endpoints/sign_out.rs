@@ -7,7 +7,7 @@ use ngx::ngx_log_error;
 use oauth2_core::session;
 
 use crate::http::RequestExt;
-use crate::session::{clear_session, delete_cookie, open_session, sealed_session};
+use crate::session::{clear_session, delete_cookie, open_session, sealed_session, uri_for};
 use crate::worker::with_worker;
 use crate::Module;
 
@@ -39,7 +39,10 @@ pub fn handler(r: &mut Request) -> ngx_int_t {
     .flatten();
     if let (Some(ep), Some(client)) = (end_session, sc.client.as_ref()) {
         if let Ok(mut u) = url::Url::parse(&ep) {
-            let post = r.absolute(client.post_logout_redirect_uri.as_deref().unwrap_or("/"));
+            let post = match &client.post_logout_redirect_uri {
+                Some(v) => uri_for(r, v),
+                None => r.absolute("/"),
+            };
             {
                 let mut q = u.query_pairs_mut();
                 if let Some(h) = s.as_ref().and_then(|s| s.id_token.as_deref()) {

@@ -132,7 +132,10 @@ function makeProvider() {
       rpInitiatedLogout: { enabled: !opt.noLogout },
       resourceIndicators: {
         enabled: true,
-        defaultResource: () => 'urn:test:api',
+        // the browser clients' logins get access tokens for UserInfo (as
+        // oidc-provider and Entra ID do, a token for an API is not one for
+        // UserInfo); client credentials get tokens for urn:test:api
+        defaultResource: (ctx, client) => (client.clientId.startsWith('nginx') ? undefined : 'urn:test:api'),
         useGrantedResource: () => true,
         // urn:test:api (JWT, RS256), urn:test:api:es256 (JWT, ES256),
         // urn:test:opaque (opaque: introspection), urn:test:opaque:short (3 s)
