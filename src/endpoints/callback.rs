@@ -546,7 +546,11 @@ fn complete(
     // keep only what UserInfo adds (the ID token's claims win anyway): the
     // cookie stays small
     let userinfo: Option<Claims> = userinfo
-        .map(|u| u.into_iter().filter(|(k, _)| !claims.contains_key(k)).collect())
+        .map(|u| {
+            u.into_iter()
+                .filter(|(k, _)| !claims.contains_key(k))
+                .collect()
+        })
         .filter(|u: &Claims| !u.is_empty());
     let s = Session {
         claims: Arc::new(joined_claims(claims, userinfo.as_ref())),
