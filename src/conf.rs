@@ -131,6 +131,13 @@ pub struct UriValue {
     cv: Option<NonNull<ngx_http_complex_value_t>>,
 }
 
+// SAFETY: the complex value is written once, while the configuration is
+// read, and only read afterwards, on nginx's own thread (the fetcher thread
+// never receives configuration values holding it).
+unsafe impl Send for UriValue {}
+// SAFETY: as above: never mutated after configuration.
+unsafe impl Sync for UriValue {}
+
 impl UriValue {
     pub fn plain(text: &str) -> UriValue {
         UriValue {
