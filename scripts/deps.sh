@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the build, the tests and the demo need, or says what is missing.
 #   Debian packages (installed with apt-get when run as root), the test
-#   provider's npm packages (from t/op/package-lock.json).
+#   provider's npm packages (from t/op/package-lock.json), and the browser
+#   test's (puppeteer-core, from t/browser/package-lock.json, driving
+#   Debian's chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(libclang-dev libpcre2-dev zlib1g-dev libssl-dev libtest-base-perl curl openssl)
+pkgs=(libclang-dev libpcre2-dev zlib1g-dev libssl-dev libtest-base-perl curl openssl chromium)
 [ "${WITH_BENCH:-0}" = 1 ] && pkgs+=(wrk apache2 libapache2-mod-oauth2 libapache2-mod-auth-openidc)
 missing=()
 for p in "${pkgs[@]}"; do
@@ -38,4 +40,8 @@ fi
 if [ ! -f t/op/node_modules/.package-lock.json ] || [ t/op/package-lock.json -nt t/op/node_modules/.package-lock.json ]; then
     echo ">> installing the test provider (npm ci in t/op)"
     (cd t/op && npm ci --no-audit --no-fund --loglevel=error)
+fi
+if [ ! -f t/browser/node_modules/.package-lock.json ] || [ t/browser/package-lock.json -nt t/browser/node_modules/.package-lock.json ]; then
+    echo ">> installing the browser test's driver (npm ci in t/browser)"
+    (cd t/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -90,6 +90,11 @@ pub fn handler(r: &mut Request) -> Status {
     let Some(rt) = lc.runtime.clone() else {
         return Status::NGX_DECLINED;
     };
+    if r.is_internal() {
+        // an internal redirect (index, try_files, error_page) runs this
+        // phase again: with the cookies as the client sent them
+        r.restore_cookie_headers();
+    }
     let now = ngx_time() as u64;
     let candidate = decide::bearer_candidate(r.authorization());
     // where the request is, and (the common case) a token validated before:

@@ -24,9 +24,20 @@ use oauth2_core::Rejection;
 /// The raw request pointer: the key of a parked request.
 pub type RawRequest = *mut ngx_http_request_t;
 
-/// Per-request state, kept in the request pool (dropped with it).
+/// At most this many `Cookie` headers are restored after an internal
+/// redirect (HTTP/1.1 sends one, nginx joins HTTP/2's into one).
+const KEPT_COOKIE_HEADERS: usize = 4;
+
+/// Per-request state, kept in the request pool (dropped with it). It
+/// survives an internal redirect (nginx clears the module ctx slots then; it
+/// is found again in the pool, as nginx's realip module finds its own).
 #[derive(Default)]
 pub struct Ctx {
+    /// `Cookie` headers whose module cookies were removed for the upstream,
+    /// with their values as they came: put back when the access phase runs
+    /// again after an internal redirect (`index`, `try_files`,
+    /// `error_page`), so the session is seen there too.
+    stripped: [Option<(*mut ngx_table_elt_t, ngx_str_t)>; KEPT_COOKIE_HEADERS],
     /// `bearer`, `cookie`, or empty (`$oauth2_auth_method`).
     pub method: &'static str,
     pub claims: Option<Arc<Claims>>,
@@ -61,6 +72,8 @@ impl Ctx {
 /// What the module does with an nginx request.
 pub trait RequestExt {
     fn raw(&self) -> RawRequest;
+    /// Reached by an internal redirect?
+    fn is_internal(&self) -> bool;
     /// The module's ctx, to read (variables).
     fn ctx(&self) -> Option<&Ctx>;
     /// The module's ctx, made on first use.
@@ -73,8 +86,12 @@ pub trait RequestExt {
     fn cookie_headers(&self) -> impl Iterator<Item = &[u8]>;
     /// Every cookie of the request, in order.
     fn cookies(&self) -> Vec<(String, String)>;
-    /// Replace each `Cookie` header's value where `f` gives a new one.
+    /// Replace each `Cookie` header's value where `f` gives a new one,
+    /// keeping the value as it came (see `restore_cookie_headers`).
     fn rewrite_cookie_headers(&mut self, f: impl Fn(&[u8]) -> Option<Vec<u8>>);
+    /// After an internal redirect: the `Cookie` headers as the client sent
+    /// them (before `rewrite_cookie_headers`).
+    fn restore_cookie_headers(&mut self);
     /// Add a response header (value copied into the request pool).
     fn push_header(&mut self, key: &'static str, value: &str) -> *mut ngx_table_elt_t;
     fn set_www_authenticate(&mut self, challenge: &str);
@@ -104,8 +121,51 @@ pub trait RequestExt {
 fn ctx_slot(r: &Request) -> *mut *mut c_void {
     let raw: *const ngx_http_request_t = r.into();
     // SAFETY: r is a live request; its ctx array has ctx_max_index slots and
-    // this module's slot only ever holds a `Ctx` set by `ctx_mut` (or null).
+    // this module's slot only ever holds a `Ctx` made by `ctx_mut` (or null).
     unsafe { (*raw).ctx.add(crate::module().ctx_index) }
+}
+
+// pool allocations are aligned to 8 bytes (NGX_ALIGNMENT)
+const _: () = assert!(std::mem::align_of::<Ctx>() <= 8);
+
+/// Drops the Ctx that lives in a pool cleanup's data.
+unsafe extern "C" fn drop_ctx(data: *mut c_void) {
+    // SAFETY: data is the Ctx `ctx_mut` wrote there; the pool runs each
+    // cleanup once.
+    unsafe { ptr::drop_in_place(data as *mut Ctx) }
+}
+
+/// The request's Ctx: its ctx slot, or, after an internal redirect cleared
+/// the slot, the Ctx still in the request pool (put back in the slot).
+fn find_ctx(r: &Request) -> *mut Ctx {
+    let slot = ctx_slot(r);
+    // SAFETY: see ctx_slot.
+    let p = unsafe { *slot } as *mut Ctx;
+    if !p.is_null() {
+        return p;
+    }
+    let raw = r.raw();
+    // SAFETY: a live request; its pool's cleanup list is nginx's, each entry
+    // valid while the pool lives; an entry whose handler is drop_ctx holds
+    // this request's Ctx (one per request pool).
+    unsafe {
+        if (*raw).internal() == 0 {
+            return ptr::null_mut();
+        }
+        let mut c = (*(*raw).pool).cleanup;
+        while !c.is_null() {
+            // one handler, one module: its address identifies our entry
+            let ours = (*c).handler.is_some_and(|h| {
+                std::ptr::fn_addr_eq(h, drop_ctx as unsafe extern "C" fn(*mut c_void))
+            });
+            if ours {
+                *slot = (*c).data;
+                return (*c).data as *mut Ctx;
+            }
+            c = (*c).next;
+        }
+    }
+    ptr::null_mut()
 }
 
 fn html_escape(s: &str) -> String {
@@ -129,22 +189,34 @@ impl RequestExt for Request {
         raw as RawRequest
     }
 
+    fn is_internal(&self) -> bool {
+        // SAFETY: a flag of a live request.
+        unsafe { (*self.raw()).internal() != 0 }
+    }
+
     fn ctx(&self) -> Option<&Ctx> {
         // SAFETY: null or a Ctx in the request pool, alive as long as the request.
-        unsafe { (*ctx_slot(self) as *const Ctx).as_ref() }
+        unsafe { find_ctx(self).as_ref() }
     }
 
     fn ctx_mut(&mut self) -> Option<&mut Ctx> {
-        // SAFETY: see ctx_slot.
-        if unsafe { (*ctx_slot(self)).is_null() } {
-            let c = self.pool().allocate(Ctx::default());
-            if c.is_null() {
-                return None;
+        let mut p = find_ctx(self);
+        if p.is_null() {
+            // SAFETY: the Ctx lives in the data of a pool cleanup that drops
+            // it when the pool goes (8-byte aligned, checked above).
+            unsafe {
+                let c = ngx_pool_cleanup_add((*self.raw()).pool, std::mem::size_of::<Ctx>());
+                if c.is_null() {
+                    return None;
+                }
+                p = (*c).data as *mut Ctx;
+                ptr::write(p, Ctx::default());
+                (*c).handler = Some(drop_ctx);
+                *ctx_slot(self) = p.cast();
             }
-            self.set_module_ctx(c.cast(), crate::module());
         }
         // SAFETY: as in ctx; exclusive through the caller's &mut Request.
-        unsafe { (*ctx_slot(self) as *mut Ctx).as_mut() }
+        unsafe { p.as_mut() }
     }
 
     fn authorization(&self) -> Option<&'static [u8]> {
@@ -182,9 +254,23 @@ impl RequestExt for Request {
         out
     }
 
+    fn restore_cookie_headers(&mut self) {
+        let Some(ctx) = self.ctx_mut() else { return };
+        for kept in ctx.stripped.iter_mut() {
+            if let Some((h, v)) = kept.take() {
+                // SAFETY: h is a header element of this request (its list
+                // lives as long as the request); v its value as it came.
+                unsafe { (*h).value = v };
+            }
+        }
+    }
+
     fn rewrite_cookie_headers(&mut self, f: impl Fn(&[u8]) -> Option<Vec<u8>>) {
         let raw = self.raw();
         let pool = self.pool();
+        let mut kept: [Option<(*mut ngx_table_elt_t, ngx_str_t)>; KEPT_COOKIE_HEADERS] =
+            Default::default();
+        let mut n = 0;
         // SAFETY: walks the request's own header list; replaced values are
         // allocated in the request pool, which outlives the headers' use.
         unsafe {
@@ -198,11 +284,20 @@ impl RequestExt for Request {
                     }
                     if let Some(nv) = f(h.value.as_bytes()) {
                         if let Some(s) = ngx_str_t::from_bytes(pool.as_ptr(), &nv) {
+                            if n < KEPT_COOKIE_HEADERS {
+                                kept[n] = Some((h as *mut ngx_table_elt_t, h.value));
+                                n += 1;
+                            }
                             h.value = s;
                         }
                     }
                 }
                 part = (*part).next;
+            }
+        }
+        if n > 0 {
+            if let Some(ctx) = self.ctx_mut() {
+                ctx.stripped = kept;
             }
         }
     }

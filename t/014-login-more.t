@@ -201,3 +201,29 @@ is($b->get($cb)->{status}, 302, 'logged in');
 $r = $b->get($cb);
 is($r->{status}, 400, 'the same callback again: 400');
 like($r->{content}, qr{<a href="/">Continue</a>}, 'with a way on');
+
+=== TEST 9: an internal redirect (index) after the access phase keeps the session
+--- setup
+my $html = OAuth2Test::servroot() . '/html';
+mkdir "$html/app";
+open my $f, '>', "$html/app/index.html" or die $!;
+print $f "the app\n";
+close $f;
+--- http_config
+oauth2_issuer $TEST_OP;
+oauth2_client_id nginx;
+oauth2_client_secret nginx-secret;
+oauth2_cookie_secret_file $TEST_ROOT/cookie.keys;
+oauth2_cookie_secure off;
+--- config
+root $TEST_ROOT/html;
+location /app/ { oauth2_auth on; add_header X-Sub $oauth2_sub always; }
+location = /oauth2/callback { oauth2_callback; }
+--- test
+my $base = "http://127.0.0.1:" . nginx_port();
+my $b = browser();
+is($b->login("$base/app/")->{status}, 302, 'logged in');
+my $r = $b->get("$base/app/");
+is($r->{status}, 200, '/app/ (served by index, an internal redirect to /app/index.html): 200, not a new login');
+like($r->{content}, qr/the app/, 'the page');
+is($r->{headers}{'x-sub'}, 'alice', 'as alice');

@@ -75,7 +75,7 @@ function makeProvider() {
     grant_types: ['authorization_code', 'refresh_token'],
     response_types: ['code'],
     redirect_uris: opt.redirect.length ? opt.redirect : ['http://127.0.0.1/oauth2/callback'],
-    post_logout_redirect_uris: opt.redirect.map((u) => new URL('/', u).href),
+    post_logout_redirect_uris: opt.redirect.flatMap((u) => [new URL('/', u).href, new URL('/signed-out', u).href]),
     token_endpoint_auth_method: 'client_secret_basic',
     scope: 'openid email profile offline_access',
   });
@@ -86,7 +86,7 @@ function makeProvider() {
       grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
       response_types: ['code'],
       redirect_uris: opt.redirect.length ? opt.redirect : [`http://127.0.0.1/oauth2/callback`],
-      post_logout_redirect_uris: opt.redirect.map((u) => new URL('/', u).href),
+      post_logout_redirect_uris: opt.redirect.flatMap((u) => [new URL('/', u).href, new URL('/signed-out', u).href]),
       token_endpoint_auth_method: 'client_secret_basic',
       scope: 'openid email profile offline_access api:read api:write',
     },
