@@ -43,7 +43,7 @@ use Time::HiRes qw(sleep time);
 our @EXPORT = qw(run_tests op_start op_stop op_url op_port op_ctl token mint
                  http_get nginx_port nginx_reload error_log_text raw_http
                  is_status worker_pids op_reserve servroot fixed_port browser
-                 write_cookie_keys make_tls);
+                 write_cookie_keys make_tls nginx_t_text);
 
 sub import {
     my $caller = caller;
@@ -252,6 +252,20 @@ $conf
 }
 EOF
     close $f;
+}
+
+# nginx_t_text($conf): `nginx -t` of a whole configuration text (an example
+# of nginx-conf/), with its load_module line pointed at the module under
+# test; its relative paths are relative to $ROOT/ex/conf/. Returns (ok, output).
+sub nginx_t_text {
+    my ($text) = @_;
+    make_path("$ROOT/ex/conf", "$ROOT/ex/logs");
+    $text =~ s{^\s*load_module\s+\S+;}{load_module $MODULE;}m;
+    open my $f, '>', "$ROOT/ex/conf/nginx.conf" or die $!;
+    print $f $text;
+    close $f;
+    my $out = `'$NGINX' -t -p '$ROOT/ex/' -c conf/nginx.conf 2>&1`;
+    return ($? == 0, $out);
 }
 
 sub nginx_test_config {
