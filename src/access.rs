@@ -19,7 +19,7 @@ use oauth2_core::jwt::{self, Claims};
 use oauth2_core::waits::{Check, WaitFor};
 use oauth2_core::Rejection;
 
-use crate::conf::{LocConf, LocRuntime};
+use crate::conf::{LocConf, LocRuntime, Prov};
 use crate::http::{RequestExt, Token};
 use crate::session::{self, SessionOutcome};
 use crate::worker::{test_hook, timed_out, with_worker, KeyState, Worker};
@@ -103,7 +103,7 @@ pub fn handler(r: &mut Request) -> Status {
         let check = w.check(r);
         let hit = match (check, &candidate) {
             (Check::StillParked(_), _) => None,
-            (_, Candidate::Token(t)) => w.cache.get(rt.policy_id, t, now),
+            (_, Candidate::Token(t)) => w.cache.get(rt.cache_id, t, now),
             _ => None,
         };
         (check, hit)
@@ -125,7 +125,8 @@ pub fn handler(r: &mut Request) -> Status {
         Candidate::Token(token) => {
             if let Some(claims) = hit {
                 ngx_log_debug_http!(r, "oauth2: bearer token accepted (cached)");
-                return authorized(r, lc, &rt, "bearer", Token::Header(token), claims);
+                let i = cached_prov(&rt, &claims);
+                return authorized(r, lc, &rt, i, "bearer", Token::Header(token), claims);
             }
             bearer(r, lc, &rt, token, now)
         }
@@ -134,10 +135,10 @@ pub fn handler(r: &mut Request) -> Status {
             if let Some(sc) = rt.session.as_ref() {
                 match session::session_for_access(r, &rt, sc) {
                     SessionOutcome::Wait => return Status::NGX_AGAIN,
-                    SessionOutcome::Valid(s) => {
+                    SessionOutcome::Valid(s, i) => {
                         ngx_log_debug_http!(r, "oauth2: session accepted");
                         let claims = s.claims.clone();
-                        return authorized(r, lc, &rt, "cookie", Token::Session(s), claims);
+                        return authorized(r, lc, &rt, i, "cookie", Token::Session(s), claims);
                     }
                     SessionOutcome::None => {}
                     SessionOutcome::Unavailable => return unavailable(r, lc, 5),
@@ -156,7 +157,7 @@ pub fn handler(r: &mut Request) -> Status {
                     .header_in("Access-Control-Request-Method")
                     .is_some(),
             };
-            let browser = rt.session.as_ref().is_some_and(|s| s.client.is_some());
+            let browser = rt.session.is_some() && rt.login_prov().is_some();
             let action = decide::unauthenticated(lc.on_failure(), &facts, browser, realm(r, lc));
             ngx_log_debug_http!(r, "oauth2: no credentials");
             apply(r, lc, action)
@@ -191,10 +192,43 @@ fn reject(r: &mut Request, lc: &LocConf, why: Rejection, retry_after: u64) -> St
 
 /// An authenticated request: check the location's rules, then allow it
 /// (NGX_OK) with its identity, or deny it (403).
+/// Which of the location's providers accepted a cached token: the one
+/// whose issuer its `iss` names (one provider: that one).
+fn cached_prov(rt: &LocRuntime, claims: &Claims) -> usize {
+    if rt.provs.len() == 1 {
+        return 0;
+    }
+    let iss = claims.get("iss").and_then(|v| v.as_str());
+    rt.provs.iter().position(|p| p.policy.issuer.as_deref() == iss).unwrap_or(0)
+}
+
+/// Which of the location's providers validates this token: the one whose
+/// issuer the JWT's `iss` names, for an opaque token the first that can
+/// introspect.
+fn select_prov(rt: &LocRuntime, token: &str) -> Result<usize, Rejection> {
+    if rt.provs.len() == 1 {
+        return Ok(0);
+    }
+    if jwt::looks_like_jwt(token) {
+        let iss = jwt::peek_issuer(token).ok_or(Rejection::WrongIssuer)?;
+        return rt
+            .provs
+            .iter()
+            .position(|p| p.policy.issuer.as_deref() == Some(iss.as_str()))
+            .ok_or(Rejection::WrongIssuer);
+    }
+    rt.provs
+        .iter()
+        .position(|p| p.introspection_client.is_some() && p.token_validation != TokenValidation::Jwt)
+        .ok_or(Rejection::UnsupportedToken)
+}
+
+#[allow(clippy::too_many_arguments)]
 fn authorized(
     r: &mut Request,
     lc: &LocConf,
     rt: &LocRuntime,
+    prov: usize,
     method: &'static str,
     token: Token,
     claims: Arc<Claims>,
@@ -222,6 +256,10 @@ fn authorized(
     ctx.token = Some(token);
     ctx.claims = Some(claims);
     ctx.error = None;
+    // SAFETY: the name lives in the configuration, which outlives every
+    // request it serves (nginx frees a cycle's configuration only after its
+    // requests are done); the ctx goes with this request.
+    ctx.provider = unsafe { &*(rt.provs[prov].name.as_str() as *const str) };
     match checked {
         Ok(()) => apply(r, lc, Action::Allow),
         Err(denied) => {
@@ -272,41 +310,46 @@ fn bearer(
     let Some(token) = decide::token68(raw_token) else {
         return reject(r, lc, Rejection::Malformed, 1);
     };
-    let introspect = match rt.token_validation {
+    let pi = match select_prov(rt, token) {
+        Ok(i) => i,
+        Err(why) => return reject(r, lc, why, 1),
+    };
+    let prov = rt.provs[pi].clone();
+    let introspect = match prov.token_validation {
         TokenValidation::Jwt => false,
         TokenValidation::Introspection => true,
         TokenValidation::Auto => !jwt::looks_like_jwt(token),
     };
-    if introspect && rt.introspection_client.is_none() {
+    if introspect && prov.introspection_client.is_none() {
         // an opaque token, and no way to introspect it here
         return reject(r, lc, Rejection::UnsupportedToken, 1);
     }
     let refetched = r.ctx_mut().map(|c| c.refetched).unwrap_or(true);
     let outcome = with_worker(|w| {
         if introspect {
-            return introspection_step(w, r, rt, token, now);
+            return introspection_step(w, r, rt, &prov, token, now);
         }
-        let p = &w.providers[rt.provider];
+        let p = &w.providers[prov.index];
         let sets = p.key_sets();
         if sets.is_empty() {
             return match p.state {
-                KeyState::Loading => park(w, r, rt.provider, WaitFor::Provider(rt.provider)),
+                KeyState::Loading => park(w, r, prov.index, WaitFor::Provider(prov.index)),
                 _ => Outcome::Invalid(Rejection::ProviderUnavailable, p.retry_in),
             };
         }
         let (last_ok, retry_in) = (p.last_ok, p.retry_in);
         let refs: Vec<_> = sets.iter().map(|s| &**s).collect();
-        match jwt::validate_access_token(token, &refs, &rt.policy, now) {
+        match jwt::validate_access_token(token, &refs, &prov.policy, now) {
             Ok(v) => {
                 let claims = Arc::new(v.claims);
                 w.cache
-                    .insert(rt.policy_id, raw_token, claims.clone(), v.exp);
+                    .insert(rt.cache_id, raw_token, claims.clone(), v.exp);
                 Outcome::Valid(claims)
             }
             Err(Rejection::UnknownKey) => {
-                match decide::unknown_kid(refetched, last_ok, || w.refetch(rt.provider)) {
+                match decide::unknown_kid(refetched, last_ok, || w.refetch(prov.index)) {
                     UnknownKid::WaitForRefetch => {
-                        park(w, r, rt.provider, WaitFor::Refetch(rt.provider))
+                        park(w, r, prov.index, WaitFor::Refetch(prov.index))
                     }
                     UnknownKid::Unavailable => {
                         Outcome::Invalid(Rejection::ProviderUnavailable, retry_in)
@@ -329,7 +372,7 @@ fn bearer(
         Outcome::Error => Status(500),
         Outcome::Valid(claims) => {
             ngx_log_debug_http!(r, "oauth2: bearer token accepted");
-            authorized(r, lc, rt, "bearer", Token::Header(raw_token), claims)
+            authorized(r, lc, rt, pi, "bearer", Token::Header(raw_token), claims)
         }
         Outcome::Invalid(why, retry) => reject(r, lc, why, retry),
     }
@@ -342,13 +385,14 @@ fn introspection_step(
     w: &mut Worker,
     r: &mut Request,
     rt: &LocRuntime,
+    prov: &Prov,
     token: &str,
     now: u64,
 ) -> Outcome {
-    let key = cache::key(rt.policy_id, token);
+    let key = cache::key(prov.policy_id, token);
     match w.introspections.step(&key, now) {
         IntrospectStep::Refused(why) => Outcome::Invalid(why, 1),
-        IntrospectStep::Wait(job) => park(w, r, rt.provider, WaitFor::Job(job)),
+        IntrospectStep::Wait(job) => park(w, r, prov.index, WaitFor::Job(job)),
         IntrospectStep::Busy => {
             ngx_log_error!(
                 NGX_LOG_WARN,
@@ -363,12 +407,12 @@ fn introspection_step(
             Outcome::Invalid(Rejection::ProviderUnavailable, 5)
         }
         IntrospectStep::Answer(Ok((status, body))) => {
-            match introspection::check(status, &body, &rt.policy, now) {
+            match introspection::check(status, &body, &prov.policy, now) {
                 Ok((claims, exp)) => {
                     let claims = Arc::new(claims);
                     let until = exp.unwrap_or(now + 60).min(now + 3600);
                     w.cache
-                        .insert(rt.policy_id, token.as_bytes(), claims.clone(), until);
+                        .insert(rt.cache_id, token.as_bytes(), claims.clone(), until);
                     Outcome::Valid(claims)
                 }
                 Err(IntrospectionError::Rejected(why)) => {
@@ -387,23 +431,23 @@ fn introspection_step(
             }
         }
         IntrospectStep::Start => {
-            let p = &w.providers[rt.provider];
+            let p = &w.providers[prov.index];
             let endpoint = match (&p.metadata, p.state) {
                 (Some(m), _) => m.introspection_endpoint.clone(),
                 (None, KeyState::Loading) => {
-                    return park(w, r, rt.provider, WaitFor::Provider(rt.provider))
+                    return park(w, r, prov.index, WaitFor::Provider(prov.index))
                 }
                 (None, _) => return Outcome::Invalid(Rejection::ProviderUnavailable, p.retry_in),
             };
             let (Some(endpoint), Some((client_id, secret))) =
-                (endpoint, rt.introspection_client.as_ref())
+                (endpoint, prov.introspection_client.as_ref())
             else {
                 return Outcome::Invalid(Rejection::UnsupportedToken, 1);
             };
             let auth = oauth2_core::login::basic_credentials(client_id, &secret.0);
             let hook = test_hook(r);
             match w.submit(
-                rt.provider,
+                prov.index,
                 "introspection",
                 endpoint,
                 Some(introspection::form(token)),
@@ -412,7 +456,7 @@ fn introspection_step(
             ) {
                 Ok(job) => {
                     w.introspections.started(key, job);
-                    park(w, r, rt.provider, WaitFor::Job(job))
+                    park(w, r, prov.index, WaitFor::Job(job))
                 }
                 Err(e) => {
                     ngx_log_error!(NGX_LOG_WARN, r.log(), "oauth2: introspection failed: {}", e);

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use ngx::ffi::{
     ngx_command_t, ngx_conf_t, ngx_http_compile_complex_value, ngx_http_compile_complex_value_t,
-    ngx_http_complex_value_t, ngx_pcalloc, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_2MORE,
-    NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF,
+    ngx_http_complex_value_t, ngx_conf_parse, ngx_pcalloc, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_2MORE,
+    NGX_CONF_BLOCK, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF,
     NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_OK,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
@@ -47,7 +47,7 @@ pub struct LocConf {
     pub provider_timeout: Option<Duration>,
     pub ssl_trusted_certificate: Option<(String, Arc<Vec<u8>>)>,
     pub realm: Option<String>,
-    pub auth: Option<bool>,
+    pub auth: Option<Auth>,
     pub on_failure: Option<OnFailure>,
 
     pub client_secret: Option<Secret>,
@@ -102,13 +102,40 @@ pub struct SessionConf {
     pub secure: bool,
     pub lifetime: u64,
     pub refresh: bool,
+}
+
+/// How a location authenticates (`oauth2_auth on | off | NAME...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    Off,
+    /// With the provider of the flat `oauth2_*` directives.
+    On,
+    /// With these `oauth2_provider` blocks, in this order.
+    Named(Vec<String>),
+}
+
+/// One provider as locations use it: the worker state that holds its keys
+/// and metadata, what its tokens must be, how they are validated, and its
+/// client for the browser login. Built once per distinct provider.
+pub struct Prov {
+    /// The worker's provider state (keys, metadata) for it.
+    pub index: usize,
+    /// Its `oauth2_provider` name; empty for the flat directives' provider.
+    pub name: String,
+    pub policy: Policy,
+    /// Identifies `policy` and the validation mode (cache keys).
+    pub policy_id: u32,
+    pub token_validation: TokenValidation,
+    /// Client credentials for introspection, where it can run.
+    pub introspection_client: Option<(String, Secret)>,
     /// Present where the browser login can run (issuer + client id).
     pub client: Option<ClientConf>,
-    /// Sessions and states are sealed for this issuer and client id: they
-    /// open only where both are the same.
+    /// Sessions are sealed for this issuer and client id: they open only
+    /// where both are the same.
     pub binding: Vec<u8>,
-    /// Identifies `binding` among the configuration's (session cache keys).
+    /// Identifies `binding` among the configuration's (session cache).
     pub binding_id: u32,
+    ident: String,
 }
 
 pub struct ClientConf {
@@ -156,16 +183,26 @@ impl UriValue {
 
 /// What a protected location needs at request time, computed once at merge.
 pub struct LocRuntime {
-    pub provider: usize,
-    pub policy: Policy,
-    /// Identifies `policy` among the configuration's (cache keys).
-    pub policy_id: u32,
-    pub token_validation: TokenValidation,
+    /// The providers of the location, in order (one for `oauth2_auth on`).
+    pub provs: Vec<Arc<Prov>>,
+    /// The token cache's key of this location's validation: the provider's
+    /// `policy_id`, or for several providers the id of the set.
+    pub cache_id: u32,
     pub session: Option<SessionConf>,
     pub claim_rules: Vec<ClaimRule>,
     pub required_scopes: Vec<String>,
-    /// Client credentials for introspection, where it can run.
-    pub introspection_client: Option<(String, Secret)>,
+}
+
+impl LocRuntime {
+    /// The provider a browser login goes to: the first with a client.
+    pub fn login_prov(&self) -> Option<&Arc<Prov>> {
+        self.provs.iter().find(|p| p.client.is_some())
+    }
+
+    /// The provider whose sessions have this binding.
+    pub fn prov_by_binding(&self, id: u32) -> Option<(usize, &Arc<Prov>)> {
+        self.provs.iter().enumerate().find(|(_, p)| p.binding_id == id)
+    }
 }
 
 #[derive(Default)]
@@ -177,11 +214,164 @@ pub struct MainConf {
     cache_bytes: Option<usize>,
     /// Distinct session bindings (issuer and client id).
     bindings: Vec<Vec<u8>>,
+    /// `oauth2_provider` blocks, as read.
+    named: Vec<(String, LocConf)>,
+    /// Every provider built (flat and named), for the callback.
+    pub provs: Vec<Arc<Prov>>,
 }
 
 pub const DEFAULT_TOKEN_CACHE: usize = 8 * 1024 * 1024;
 
+fn endpoint_name(e: Option<Endpoint>) -> &'static str {
+    match e {
+        Some(Endpoint::SignOut) => "\"oauth2_sign_out\"",
+        _ => "\"oauth2_callback\"",
+    }
+}
+
 impl MainConf {
+    fn policy_id(&mut self, ident: &str) -> u32 {
+        match self.policies.iter().position(|p| p == ident) {
+            Some(i) => i as u32,
+            None => {
+                self.policies.push(ident.to_string());
+                (self.policies.len() - 1) as u32
+            }
+        }
+    }
+
+    /// The provider of an `oauth2_provider` block, by name.
+    fn named_prov(&mut self, name: &str, auth: bool) -> Result<Arc<Prov>, ConfError> {
+        let Some(i) = self.named.iter().position(|(n, _)| n == name) else {
+            return Err(invalid!("unknown provider \"{name}\" in \"oauth2_auth\" (no \"oauth2_provider {name}\" block)"));
+        };
+        let src = std::mem::take(&mut self.named[i].1);
+        let r = self.prov(&src, name, auth);
+        self.named[i].1 = src;
+        r.map_err(|e| match e {
+            ConfError::Invalid(m) => invalid!("in \"oauth2_provider {name}\": {m}"),
+            other => other,
+        })
+    }
+
+    /// The provider the provider directives of `src` describe (one entry
+    /// per distinct provider, shared by every location that uses it).
+    fn prov(&mut self, src: &LocConf, name: &str, auth: bool) -> Result<Arc<Prov>, ConfError> {
+        let prefix = if name.is_empty() { "oauth2_" } else { "" };
+        // the flat provider's errors say where they come from
+        let lead = if name.is_empty() { "\"oauth2_auth\" is on but " } else { "" };
+        if src.issuer.is_none() && src.jwks_uri.is_none() && src.jwks_file.is_none() {
+            return Err(invalid!(
+                "{lead}none of \"{prefix}issuer\", \"{prefix}jwks_uri\" or \"{prefix}jwks_file\" is set"
+            ));
+        }
+        let audiences = match (&src.audience, &src.client_id) {
+            (Some(a), _) => a.clone(),
+            (None, Some(id)) => vec![id.clone()],
+            (None, None) if !auth => Vec::new(),
+            (None, None) => {
+                return Err(invalid!("{lead}neither \"{prefix}audience\" nor \"{prefix}client_id\" is set"))
+            }
+        };
+        let algorithms = src.algorithms.clone().unwrap_or_else(|| DEFAULT_ALGORITHMS.to_vec());
+        if let Some(h) = algorithms.iter().find(|a| config::is_hmac(**a)) {
+            // access tokens: only with a symmetric key of oauth2_jwks_file;
+            // ID tokens at the callback: with the client secret
+            let has_key = src.jwks_file.as_ref().is_some_and(|(_, k)| k.has_hmac());
+            if !has_key && src.client_secret.is_none() {
+                return Err(invalid!(
+                    "\"{prefix}algorithms\" lists {} but neither \"{prefix}jwks_file\" holds a symmetric key nor is a client secret set",
+                    oauth2_core::keys::alg_name(*h)
+                ));
+            }
+        }
+        let spec = ProviderSpec {
+            issuer: src.issuer.clone(),
+            jwks_uri: src.jwks_uri.clone(),
+            static_keys: src.jwks_file.as_ref().map(|(_, k)| k.clone()),
+            timeout: src.provider_timeout.unwrap_or(DEFAULT_PROVIDER_TIMEOUT),
+            refresh: src.jwks_refresh.unwrap_or(DEFAULT_JWKS_REFRESH),
+            ca_pem: src.ssl_trusted_certificate.as_ref().map(|(_, p)| p.clone()),
+            ident: format!(
+                "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+                src.issuer,
+                src.jwks_uri,
+                src.jwks_file.as_ref().map(|(p, _)| p),
+                src.provider_timeout,
+                src.jwks_refresh,
+                src.ssl_trusted_certificate.as_ref().map(|(p, _)| p)
+            ),
+        };
+        let index = match self.providers.iter().position(|p| p.ident == spec.ident) {
+            Some(i) => i,
+            None => {
+                self.providers.push(spec);
+                self.providers.len() - 1
+            }
+        };
+        let token_validation = src.token_validation.unwrap_or(TokenValidation::Auto);
+        let introspection_client = match (&src.client_id, &src.client_secret) {
+            (Some(id), Some(secret)) if token_validation != TokenValidation::Jwt && src.issuer.is_some() => {
+                Some((id.clone(), secret.clone()))
+            }
+            _ => None,
+        };
+        if auth && token_validation == TokenValidation::Introspection && introspection_client.is_none() {
+            return Err(invalid!(
+                "\"{prefix}token_validation introspection\" needs \"{prefix}issuer\", \"{prefix}client_id\" and a client secret"
+            ));
+        }
+        let policy = Policy {
+            issuer: src.issuer.clone(),
+            audiences,
+            algorithms,
+            skew_secs: src.clock_skew.unwrap_or(DEFAULT_CLOCK_SKEW).as_secs(),
+        };
+        let policy_id = self.policy_id(&format!("{index}|{token_validation:?}|{policy:?}"));
+        let client = match (&src.issuer, &src.client_id) {
+            (Some(issuer), Some(client_id)) => Some(ClientConf {
+                issuer: issuer.clone(),
+                client_id: client_id.clone(),
+                client_secret: src.client_secret.clone(),
+                redirect_uri: src.redirect_uri.clone().unwrap_or_else(|| UriValue::plain("/oauth2/callback")),
+                scope: src.scope.as_ref().map(|s| s.join(" ")).unwrap_or_else(|| "openid".into()),
+                post_logout_redirect_uri: src.post_logout_redirect_uri.clone(),
+                userinfo: src.userinfo.unwrap_or(true),
+            }),
+            _ => None,
+        };
+        let binding =
+            format!("{}\n{}", src.issuer.as_deref().unwrap_or(""), src.client_id.as_deref().unwrap_or(""))
+                .into_bytes();
+        let binding_id = self.binding_id(&binding);
+        let ident = format!(
+            "{name}|{policy_id}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            client.as_ref().map(|c| (&c.client_id, &c.redirect_uri.text, &c.scope, c.userinfo)),
+            client.as_ref().map(|c| c.post_logout_redirect_uri.as_ref().map(|u| &u.text)),
+            client.as_ref().map(|c| c.client_secret.is_some()),
+            src.client_secret.as_ref().map(|s| oauth2_core::session::short_hash(&s.0)),
+            introspection_client.as_ref().map(|(id, _)| id),
+            binding_id
+        );
+        if let Some(p) = self.provs.iter().find(|p| p.ident == ident) {
+            return Ok(p.clone());
+        }
+        let p = Arc::new(Prov {
+            index,
+            name: name.to_string(),
+            policy,
+            policy_id,
+            token_validation,
+            introspection_client,
+            client,
+            binding,
+            binding_id,
+            ident,
+        });
+        self.provs.push(p.clone());
+        Ok(p)
+    }
+
     /// The number of a session binding (issuer and client id).
     fn binding_id(&mut self, binding: &[u8]) -> u32 {
         match self.bindings.iter().position(|b| b == binding) {
@@ -396,7 +586,23 @@ fn set_realm(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> 
 }
 
 fn set_auth(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
-    once(&mut c.auth, config::parse_on_off(a[0])?)
+    let v = match a {
+        ["on"] => Auth::On,
+        ["off"] => Auth::Off,
+        names => {
+            for n in names {
+                if !provider_name(n) || *n == "on" || *n == "off" {
+                    return Err(invalid!("invalid value \"{n}\", it must be \"on\", \"off\" or provider names"));
+                }
+            }
+            Auth::Named(names.iter().map(|n| n.to_string()).collect())
+        }
+    };
+    once(&mut c.auth, v)
+}
+
+fn provider_name(n: &str) -> bool {
+    !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
 fn set_on_failure(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
@@ -555,189 +761,113 @@ impl LocConf {
         if let Some(n) = self.token_cache {
             main.cache_bytes = Some(main.cache_bytes.map_or(n, |m| m.max(n)));
         }
-        let auth = self.auth == Some(true) && self.endpoint.is_none();
+        let auth = self.endpoint.is_none() && matches!(self.auth, Some(Auth::On | Auth::Named(_)));
         if !auth && self.endpoint.is_none() {
             self.runtime = None;
             return Ok(());
         }
-        let can_redirect =
-            auth && matches!(self.on_failure(), OnFailure::Redirect | OnFailure::Auto);
-        if can_redirect || self.endpoint.is_some() {
-            let what = match self.endpoint {
-                Some(Endpoint::Callback) => "\"oauth2_callback\" needs".to_string(),
-                Some(Endpoint::SignOut) => "\"oauth2_sign_out\" needs".to_string(),
-                None => format!(
-                    "a location with \"oauth2_auth on\" and \"oauth2_on_failure {}\" can redirect to the provider and needs",
-                    if self.on_failure() == OnFailure::Auto { "auto" } else { "redirect" }
-                ),
-            };
-            let hint = if self.endpoint.is_none() {
-                " (APIs: use \"oauth2_on_failure 401\")"
-            } else {
-                ""
-            };
-            for (missing, name) in [
-                (
-                    self.cookie_secret_file.is_none(),
-                    "oauth2_cookie_secret_file",
-                ),
-                (self.client_id.is_none(), "oauth2_client_id"),
-                (self.issuer.is_none(), "oauth2_issuer"),
-            ] {
-                if missing {
-                    return Err(invalid!("{what} \"{name}\"{hint}"));
-                }
-            }
-        }
-        if self.issuer.is_none() && self.jwks_uri.is_none() && self.jwks_file.is_none() {
-            return Err(
-                "\"oauth2_auth\" is on but none of \"oauth2_issuer\", \"oauth2_jwks_uri\" or \"oauth2_jwks_file\" is set"
-                    .into(),
-            );
-        }
-        let audiences = match (&self.audience, &self.client_id) {
-            (Some(a), _) => a.clone(),
-            (None, Some(id)) => vec![id.clone()],
-            (None, None) if self.endpoint.is_some() => Vec::new(),
-            (None, None) => {
-                return Err(
-                    "\"oauth2_auth\" is on but neither \"oauth2_audience\" nor \"oauth2_client_id\" is set"
-                        .into(),
-                )
-            }
-        };
-        let algorithms = self
-            .algorithms
-            .clone()
-            .unwrap_or_else(|| DEFAULT_ALGORITHMS.to_vec());
-        if let Some(h) = algorithms.iter().find(|a| config::is_hmac(**a)) {
-            // access tokens: only with a symmetric key of oauth2_jwks_file;
-            // ID tokens at the callback: with the client secret
-            let has_key = self.jwks_file.as_ref().is_some_and(|(_, k)| k.has_hmac());
-            if !has_key && self.client_secret.is_none() {
-                return Err(invalid!(
-                    "\"oauth2_algorithms\" lists {} but neither \"oauth2_jwks_file\" holds a symmetric key nor is a client secret set",
-                    oauth2_core::keys::alg_name(*h)
-                ));
-            }
-        }
-        let spec = ProviderSpec {
-            issuer: self.issuer.clone(),
-            jwks_uri: self.jwks_uri.clone(),
-            static_keys: self.jwks_file.as_ref().map(|(_, k)| k.clone()),
-            timeout: self.provider_timeout.unwrap_or(DEFAULT_PROVIDER_TIMEOUT),
-            refresh: self.jwks_refresh.unwrap_or(DEFAULT_JWKS_REFRESH),
-            ca_pem: self
-                .ssl_trusted_certificate
-                .as_ref()
-                .map(|(_, p)| p.clone()),
-            ident: format!(
-                "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
-                self.issuer,
-                self.jwks_uri,
-                self.jwks_file.as_ref().map(|(p, _)| p),
-                self.provider_timeout,
-                self.jwks_refresh,
-                self.ssl_trusted_certificate.as_ref().map(|(p, _)| p)
-            ),
-        };
-        let provider = match main.providers.iter().position(|p| p.ident == spec.ident) {
-            Some(i) => i,
-            None => {
-                main.providers.push(spec);
-                main.providers.len() - 1
-            }
-        };
-        let token_validation = self.token_validation.unwrap_or(TokenValidation::Auto);
-        let introspection_client = match (&self.client_id, &self.client_secret) {
-            (Some(id), Some(secret))
-                if token_validation != TokenValidation::Jwt && self.issuer.is_some() =>
-            {
-                Some((id.clone(), secret.clone()))
-            }
+        let named = match (&self.auth, self.endpoint) {
+            (Some(Auth::Named(names)), None) => Some(names.clone()),
             _ => None,
         };
-        if auth
-            && token_validation == TokenValidation::Introspection
-            && introspection_client.is_none()
-        {
-            return Err(
-                "\"oauth2_token_validation introspection\" needs \"oauth2_issuer\", \"oauth2_client_id\" and a client secret"
-                    .into(),
-            );
-        }
-        let policy = Policy {
-            issuer: self.issuer.clone(),
-            audiences,
-            algorithms,
-            skew_secs: self.clock_skew.unwrap_or(DEFAULT_CLOCK_SKEW).as_secs(),
-        };
-        let ident = format!("{provider}|{token_validation:?}|{policy:?}");
-        let policy_id = match main.policies.iter().position(|p| *p == ident) {
-            Some(i) => i,
-            None => {
-                main.policies.push(ident);
-                main.policies.len() - 1
+        let can_redirect =
+            auth && matches!(self.on_failure(), OnFailure::Redirect | OnFailure::Auto);
+        let provs: Vec<Arc<Prov>> = match named {
+            Some(names) => {
+                let mut v = Vec::new();
+                for n in &names {
+                    v.push(main.named_prov(n, auth)?);
+                }
+                if can_redirect && self.cookie_secret_file.is_none() {
+                    return Err(invalid!(
+                        "a location with \"oauth2_auth {}\" can redirect to the provider and needs \"oauth2_cookie_secret_file\" (APIs: use \"oauth2_on_failure 401\")",
+                        names.join(" ")
+                    ));
+                }
+                if can_redirect && !v.iter().any(|p| p.client.is_some()) {
+                    return Err(invalid!(
+                        "a location with \"oauth2_auth {}\" can redirect to the provider and needs a provider with \"client_id\" and \"issuer\" (APIs: use \"oauth2_on_failure 401\")",
+                        names.join(" ")
+                    ));
+                }
+                v
             }
-        } as u32;
+            None if self.endpoint.is_some() && self.issuer.is_none() && !main.named.is_empty() => {
+                // an endpoint of named providers only: it serves them all
+                if self.cookie_secret_file.is_none() {
+                    return Err(invalid!("{} needs \"oauth2_cookie_secret_file\"", endpoint_name(self.endpoint)));
+                }
+                let names: Vec<String> = main.named.iter().map(|(n, _)| n.clone()).collect();
+                let mut v = Vec::new();
+                for n in &names {
+                    v.push(main.named_prov(n, false)?);
+                }
+                if !v.iter().any(|p| p.client.is_some()) {
+                    return Err(invalid!(
+                        "{} needs a provider with \"client_id\" and \"issuer\"",
+                        endpoint_name(self.endpoint)
+                    ));
+                }
+                v
+            }
+            None => {
+                if can_redirect || self.endpoint.is_some() {
+                    let what = match self.endpoint {
+                        Some(_) => format!("{} needs", endpoint_name(self.endpoint)),
+                        None => format!(
+                            "a location with \"oauth2_auth on\" and \"oauth2_on_failure {}\" can redirect to the provider and needs",
+                            if self.on_failure() == OnFailure::Auto { "auto" } else { "redirect" }
+                        ),
+                    };
+                    let hint = if self.endpoint.is_none() { " (APIs: use \"oauth2_on_failure 401\")" } else { "" };
+                    for (missing, name) in [
+                        (self.cookie_secret_file.is_none(), "oauth2_cookie_secret_file"),
+                        (self.client_id.is_none(), "oauth2_client_id"),
+                        (self.issuer.is_none(), "oauth2_issuer"),
+                    ] {
+                        if missing {
+                            return Err(invalid!("{what} \"{name}\"{hint}"));
+                        }
+                    }
+                }
+                let mut v = vec![main.prov(self, "", auth)?];
+                if self.endpoint.is_some() {
+                    // the callback and sign-out also serve every named provider
+                    let names: Vec<String> = main.named.iter().map(|(n, _)| n.clone()).collect();
+                    for n in &names {
+                        v.push(main.named_prov(n, false)?);
+                    }
+                }
+                v
+            }
+        };
+        let cache_id = if provs.len() == 1 {
+            provs[0].policy_id
+        } else {
+            let ids: Vec<String> = provs.iter().map(|p| p.policy_id.to_string()).collect();
+            main.policy_id(&format!("set:{}", ids.join(",")))
+        };
         self.runtime = Some(Arc::new(LocRuntime {
-            provider,
-            policy,
-            policy_id,
-            token_validation,
-            session: self.session_conf(main),
+            provs,
+            cache_id,
+            session: self.session_conf(),
             claim_rules: self.require_claims.clone().unwrap_or_default(),
             required_scopes: self.require_scopes.clone().unwrap_or_default(),
-            introspection_client,
         }));
         Ok(())
     }
 
-    fn session_conf(&self, main: &mut MainConf) -> Option<SessionConf> {
+    fn session_conf(&self) -> Option<SessionConf> {
         let (_, keys) = self.cookie_secret_file.as_ref()?;
-        let client = match (&self.issuer, &self.client_id) {
-            (Some(issuer), Some(client_id)) => Some(ClientConf {
-                issuer: issuer.clone(),
-                client_id: client_id.clone(),
-                client_secret: self.client_secret.clone(),
-                redirect_uri: self
-                    .redirect_uri
-                    .clone()
-                    .unwrap_or_else(|| UriValue::plain("/oauth2/callback")),
-                scope: self
-                    .scope
-                    .as_ref()
-                    .map(|s| s.join(" "))
-                    .unwrap_or_else(|| "openid".into()),
-                post_logout_redirect_uri: self.post_logout_redirect_uri.clone(),
-                userinfo: self.userinfo.unwrap_or(true),
-            }),
-            _ => None,
-        };
-        let binding = format!(
-            "{}\n{}",
-            self.issuer.as_deref().unwrap_or(""),
-            self.client_id.as_deref().unwrap_or("")
-        )
-        .into_bytes();
         Some(SessionConf {
             keys: keys.clone(),
-            cookie_name: self
-                .cookie_name
-                .clone()
-                .unwrap_or_else(|| "oauth2_session".into()),
+            cookie_name: self.cookie_name.clone().unwrap_or_else(|| "oauth2_session".into()),
             cookie_domain: self.cookie_domain.clone(),
             cookie_path: self.cookie_path.clone().unwrap_or_else(|| "/".into()),
             samesite: self.cookie_samesite.unwrap_or("Lax"),
             secure: self.cookie_secure.unwrap_or(true),
-            lifetime: self
-                .session_lifetime
-                .unwrap_or(Duration::from_secs(8 * 3600))
-                .as_secs(),
+            lifetime: self.session_lifetime.unwrap_or(Duration::from_secs(8 * 3600)).as_secs(),
             refresh: self.refresh.unwrap_or(true),
-            client,
-            binding_id: main.binding_id(&binding),
-            binding,
         })
     }
 
@@ -792,43 +922,149 @@ unsafe extern "C" fn set_directive(
         // SAFETY: nginx passes the command from our table, the LocConf made by
         // create_loc_conf, and the configuration being read; `post` was set
         // from a `Setter` in `COMMANDS` below.
-        let (cmd, conf, cfr) = unsafe { (&*cmd, &mut *(conf as *mut LocConf), &*cf) };
+        let (cmd, conf) = unsafe { (&*cmd, &mut *(conf as *mut LocConf)) };
         let setter: Setter = unsafe { std::mem::transmute::<*mut c_void, Setter>(cmd.post) };
         let name = cmd.name.to_str().unwrap_or("?");
-        // SAFETY: cf->args is an array of ngx_str_t with the directive name first.
-        let raw: &[ngx_str_t] = unsafe { (*cfr.args).as_slice() };
-        let mut args = Vec::with_capacity(raw.len().saturating_sub(1));
-        for a in &raw[1..] {
-            match a.to_str() {
-                Ok(s) => args.push(s),
-                Err(_) => {
-                    ngx_conf_log_error!(
-                        NGX_LOG_EMERG,
-                        cf,
-                        "invalid UTF-8 in \"{}\" directive",
-                        name
-                    );
-                    return ngx::core::NGX_CONF_ERROR;
-                }
+        // SAFETY: cf is the configuration being read.
+        unsafe { run_setter(cf, name, setter, conf) }
+    })
+}
+
+/// Call `setter` with the directive's arguments (`cf->args` after the
+/// name); errors as nginx words them.
+///
+/// # Safety
+/// `cf` must be the configuration being read, its `args` the directive's.
+unsafe fn run_setter(cf: *mut ngx_conf_t, name: &str, setter: Setter, conf: &mut LocConf) -> *mut c_char {
+    // SAFETY: by the contract above; cf->args holds ngx_str_t, the name first.
+    let (raw, prefix): (&[ngx_str_t], String) = unsafe {
+        let cfr = &*cf;
+        ((*cfr.args).as_slice(), (*cfr.cycle).conf_prefix.to_str().unwrap_or("").to_string())
+    };
+    let mut args = Vec::with_capacity(raw.len().saturating_sub(1));
+    for a in &raw[1..] {
+        match a.to_str() {
+            Ok(s) => args.push(s),
+            Err(_) => {
+                ngx_conf_log_error!(NGX_LOG_EMERG, cf, "invalid UTF-8 in \"{}\" directive", name);
+                return ngx::core::NGX_CONF_ERROR;
             }
         }
-        // SAFETY: cycle and its conf_prefix are valid while configuration is read.
-        let prefix = unsafe { (*cfr.cycle).conf_prefix.to_str().unwrap_or("").to_string() };
-        let cx = ConfCtx {
-            prefix: PathBuf::from(prefix),
-            cf,
+    }
+    let cx = ConfCtx { prefix: PathBuf::from(prefix), cf };
+    match setter(conf, &args, &cx) {
+        Ok(()) => ngx::core::NGX_CONF_OK,
+        Err(ConfError::Duplicate) => {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"{}\" directive is duplicate", name);
+            ngx::core::NGX_CONF_ERROR
+        }
+        Err(msg) => {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{} in \"{}\" directive", msg, name);
+            ngx::core::NGX_CONF_ERROR
+        }
+    }
+}
+
+/// What an `oauth2_provider` block takes: these `oauth2_*` directives,
+/// without their prefix.
+const PROVIDER_DIRECTIVES: &[&str] = &[
+    "issuer",
+    "jwks_uri",
+    "jwks_file",
+    "client_id",
+    "client_secret",
+    "client_secret_file",
+    "redirect_uri",
+    "post_logout_redirect_uri",
+    "scope",
+    "userinfo",
+    "audience",
+    "algorithms",
+    "token_validation",
+    "clock_skew",
+    "jwks_refresh",
+    "provider_timeout",
+    "ssl_trusted_certificate",
+];
+
+/// `oauth2_provider NAME { ... }` (http level): the block's directives go
+/// into a provider configuration of their own, kept by name.
+unsafe extern "C" fn set_provider_block(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    _conf: *mut c_void,
+) -> *mut c_char {
+    crate::guard(ngx::core::NGX_CONF_ERROR, || {
+        // SAFETY: cf is the configuration being read; args[1] is the name.
+        let args: &[ngx_str_t] = unsafe { (*(*cf).args).as_slice() };
+        let name = args[1].to_str().unwrap_or("").to_string();
+        if !provider_name(&name) {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "invalid provider name \"{}\"", name);
+            return ngx::core::NGX_CONF_ERROR;
+        }
+        // SAFETY: cf is the configuration being read (http level).
+        let Some(main) = (unsafe { Module::main_conf_mut(&*cf) }) else {
+            return ngx::core::NGX_CONF_ERROR;
         };
-        match setter(conf, &args, &cx) {
-            Ok(()) => ngx::core::NGX_CONF_OK,
-            Err(ConfError::Duplicate) => {
-                ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"{}\" directive is duplicate", name);
-                ngx::core::NGX_CONF_ERROR
-            }
-            Err(msg) => {
-                ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{} in \"{}\" directive", msg, name);
-                ngx::core::NGX_CONF_ERROR
-            }
+        if main.named.iter().any(|(n, _)| *n == name) {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "duplicate provider \"{}\"", name);
+            return ngx::core::NGX_CONF_ERROR;
         }
+        let mut pc = Box::new(LocConf::default());
+        // SAFETY: the block is parsed with our handler and our LocConf as
+        // its conf (as nginx's `types` blocks are), then cf is put back.
+        let rv = unsafe {
+            let (handler, handler_conf) = ((*cf).handler, (*cf).handler_conf);
+            (*cf).handler = Some(provider_directive);
+            (*cf).handler_conf = (&mut *pc as *mut LocConf).cast();
+            let rv = ngx_conf_parse(cf, std::ptr::null_mut());
+            (*cf).handler = handler;
+            (*cf).handler_conf = handler_conf;
+            rv
+        };
+        if rv != ngx::core::NGX_CONF_OK {
+            return rv;
+        }
+        // SAFETY: as above.
+        let Some(main) = (unsafe { Module::main_conf_mut(&*cf) }) else {
+            return ngx::core::NGX_CONF_ERROR;
+        };
+        main.named.push((name, *pc));
+        ngx::core::NGX_CONF_OK
+    })
+}
+
+/// One directive inside an `oauth2_provider` block.
+unsafe extern "C" fn provider_directive(
+    cf: *mut ngx_conf_t,
+    _dummy: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    crate::guard(ngx::core::NGX_CONF_ERROR, || {
+        // SAFETY: cf->args holds the directive, its name first; conf is the
+        // block's LocConf (set_provider_block).
+        let (raw, conf): (&[ngx_str_t], &mut LocConf) =
+            unsafe { ((*(*cf).args).as_slice(), &mut *(conf as *mut LocConf)) };
+        let name = raw[0].to_str().unwrap_or("?");
+        let full = format!("oauth2_{name}");
+        // SAFETY: COMMANDS is only read after nginx has loaded the module.
+        let commands = unsafe { &*std::ptr::addr_of!(COMMANDS) };
+        let cmd = commands.iter().find(|c| c.name.to_str().ok() == Some(full.as_str()));
+        let (Some(cmd), true) = (cmd, PROVIDER_DIRECTIVES.contains(&name)) else {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "unknown directive \"{}\" in \"oauth2_provider\" block", name);
+            return ngx::core::NGX_CONF_ERROR;
+        };
+        let n = raw.len() - 1;
+        let t = cmd.type_ as u32;
+        let count_ok = if t & NGX_CONF_1MORE != 0 { n >= 1 } else { n == 1 };
+        if !count_ok {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "invalid number of arguments in \"{}\" directive", name);
+            return ngx::core::NGX_CONF_ERROR;
+        }
+        // SAFETY: `post` of our commands is a Setter (see `command!`).
+        let setter: Setter = unsafe { std::mem::transmute::<*mut c_void, Setter>(cmd.post) };
+        // SAFETY: cf is the configuration being read.
+        unsafe { run_setter(cf, name, setter, conf) }
     })
 }
 
@@ -899,7 +1135,7 @@ macro_rules! endpoint {
     };
 }
 
-pub static mut COMMANDS: [ngx_command_t; 35] = [
+pub static mut COMMANDS: [ngx_command_t; 36] = [
     command!("oauth2_issuer", NGX_CONF_TAKE1, set_issuer),
     command!("oauth2_jwks_uri", NGX_CONF_TAKE1, set_jwks_uri),
     command!("oauth2_jwks_file", NGX_CONF_TAKE1, set_jwks_file),
@@ -924,7 +1160,7 @@ pub static mut COMMANDS: [ngx_command_t; 35] = [
         set_ssl_trusted_certificate
     ),
     command!("oauth2_realm", NGX_CONF_TAKE1, set_realm),
-    command!("oauth2_auth", NGX_CONF_FLAG, set_auth),
+    command!("oauth2_auth", NGX_CONF_1MORE, set_auth),
     command!("oauth2_on_failure", NGX_CONF_TAKE1, set_on_failure),
     command!("oauth2_client_secret", NGX_CONF_TAKE1, set_client_secret),
     command!(
@@ -964,6 +1200,14 @@ pub static mut COMMANDS: [ngx_command_t; 35] = [
     command!("oauth2_require_scope", NGX_CONF_1MORE, set_require_scope),
     command!("oauth2_token_cache", NGX_CONF_TAKE1, set_token_cache),
     command!("oauth2_session_store", NGX_CONF_TAKE12, set_session_store),
+    ngx_command_t {
+        name: ngx_string!("oauth2_provider"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_BLOCK | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(set_provider_block),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: std::ptr::null_mut(),
+    },
     endpoint!("oauth2_callback"),
     endpoint!("oauth2_sign_out"),
     ngx_command_t::empty(),

@@ -40,6 +40,9 @@ pub struct Ctx {
     stripped: [Option<(*mut ngx_table_elt_t, ngx_str_t)>; KEPT_COOKIE_HEADERS],
     /// `bearer`, `cookie`, or empty (`$oauth2_auth_method`).
     pub method: &'static str,
+    /// The provider that authenticated it (`$oauth2_provider`; empty for
+    /// the flat directives' provider).
+    pub provider: &'static str,
     pub claims: Option<Arc<Claims>>,
     pub token: Option<Token>,
     /// Why the request is not authenticated (`$oauth2_error`).

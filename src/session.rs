@@ -16,7 +16,7 @@ use oauth2_core::login::{self, ClientAuth};
 use oauth2_core::session::{self, LoginState as Login, Purpose, Session};
 use oauth2_core::waits::WaitFor;
 
-use crate::conf::{ClientConf, LocRuntime, SessionConf, UriValue};
+use crate::conf::{ClientConf, LocRuntime, Prov, SessionConf, UriValue};
 use crate::http::RequestExt;
 use crate::worker::{test_hook, with_worker, KeyState};
 
@@ -85,9 +85,10 @@ pub fn delete_cookie(r: &mut Request, sc: &SessionConf, name: &str, lax: bool) {
     set_cookie(r, sc, name, "", 0, lax);
 }
 
-/// The session in a sealed cookie value, if it opens and is within its lifetime.
-pub fn open_session(sealed: &str, sc: &SessionConf) -> Option<Session> {
-    let raw = sc.keys.open_bound(Purpose::Session, &sc.binding, sealed)?;
+/// The session in a sealed cookie value, if it opens for this provider and
+/// is within its lifetime.
+pub fn open_session(sealed: &str, sc: &SessionConf, prov: &Prov) -> Option<Session> {
+    let raw = sc.keys.open_bound(Purpose::Session, &prov.binding, sealed)?;
     let s = Session::from_json(&raw)?;
     if now() >= s.created.saturating_add(sc.lifetime) {
         return None;
@@ -96,12 +97,12 @@ pub fn open_session(sealed: &str, sc: &SessionConf) -> Option<Session> {
 }
 
 /// Seal a session into its cookie(s), removing chunks the browser has left over.
-pub fn issue_session(r: &mut Request, sc: &SessionConf, s: &Session) -> bool {
+pub fn issue_session(r: &mut Request, sc: &SessionConf, prov: &Prov, s: &Session) -> bool {
     let json = match serde_json::to_vec(s) {
         Ok(j) => j,
         Err(_) => return false,
     };
-    let sealed = sc.keys.seal_bound(Purpose::Session, &sc.binding, &json);
+    let sealed = sc.keys.seal_bound(Purpose::Session, &prov.binding, &json);
     let Some(parts) = session::split_chunks(&sc.cookie_name, &sealed) else {
         ngx_log_error!(
             NGX_LOG_ERR,
@@ -150,7 +151,8 @@ pub fn strip_cookies(r: &mut Request, sc: &SessionConf) {
 
 /// What the access phase gets from the session cookie.
 pub enum SessionOutcome {
-    Valid(Arc<Session>),
+    /// A session of the location's provider with this index.
+    Valid(Arc<Session>, usize),
     /// No session, or one that ended (its cookies are cleared).
     None,
     /// Parked until the refresh (or the metadata) is there.
@@ -205,34 +207,49 @@ pub fn sealed_session<'a>(r: &'a Request, sc: &SessionConf) -> Option<Cow<'a, st
 pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) -> SessionOutcome {
     let t = now();
     let sealed = sealed_session(r, sc);
+    // a session opened before in this worker (maybe for another provider)
+    let mut foreign = false;
     if let Some(v) = sealed.as_deref() {
-        if let Some(s) = with_worker(|w| w.sessions.get(sc.binding_id, v, t)).flatten() {
-            return SessionOutcome::Valid(s);
+        if let Some((s, binding)) = with_worker(|w| w.sessions.get(v, t)).flatten() {
+            match rt.prov_by_binding(binding) {
+                Some((i, _)) => return SessionOutcome::Valid(s, i),
+                None => foreign = true,
+            }
         }
     }
-    let Some(s) = sealed.as_deref().and_then(|v| open_session(v, sc)) else {
+    let opened = sealed.as_deref().filter(|_| !foreign).and_then(|v| {
+        rt.provs.iter().enumerate().find_map(|(i, p)| open_session(v, sc, p).map(|s| (s, i)))
+    });
+    let Some((s, i)) = opened else {
         let cookies = r.cookies();
         if cookie(&cookies, &sc.cookie_name).is_some() {
-            ngx_log_error!(NGX_LOG_INFO, r.log(), "oauth2: session cookie rejected");
-            clear_session(r, sc, &cookies);
+            if rt.provs.iter().any(|p| !p.name.is_empty()) {
+                // perhaps a session of a provider this location does not
+                // list: left to its own locations
+                ngx_log_error!(NGX_LOG_INFO, r.log(), "oauth2: no session for this location's providers");
+            } else {
+                ngx_log_error!(NGX_LOG_INFO, r.log(), "oauth2: session cookie rejected");
+                clear_session(r, sc, &cookies);
+            }
         }
         return SessionOutcome::None;
     };
+    let prov = rt.provs[i].clone();
     let s = Arc::new(s);
     if t < refresh_due(&s) {
         if let Some(v) = sealed.as_deref() {
             let until = refresh_due(&s).min(s.created.saturating_add(sc.lifetime));
-            with_worker(|w| w.sessions.insert(sc.binding_id, v, s.clone(), until));
+            with_worker(|w| w.sessions.insert(prov.binding_id, v, s.clone(), until));
         }
-        return SessionOutcome::Valid(s);
+        return SessionOutcome::Valid(s, i);
     }
     drop(sealed);
-    let (Some(client), Some(refresh_token)) = (sc.client.as_ref(), s.refresh_token.as_deref())
+    let (Some(client), Some(refresh_token)) = (prov.client.as_ref(), s.refresh_token.as_deref())
     else {
-        return expiring(r, sc, s, t);
+        return expiring(r, sc, s, i, t);
     };
     if !sc.refresh {
-        return expiring(r, sc, s, t);
+        return expiring(r, sc, s, i, t);
     }
     let key = session::short_hash(refresh_token);
     let hook = test_hook(r);
@@ -244,17 +261,17 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
                 "oauth2: waiting for the refresh of this session (job {})",
                 job
             );
-            if w.park(r, rt.provider, WaitFor::Job(job)) {
+            if w.park(r, prov.index, WaitFor::Job(job)) {
                 None
             } else {
                 Some(Err(RefreshError::TimedOut))
             }
         }
         RefreshStep::Start => {
-            let p = &w.providers[rt.provider];
+            let p = &w.providers[prov.index];
             if p.metadata.is_none() && p.state == KeyState::Loading {
                 // a worker just started: wait for the metadata first
-                return if w.park(r, rt.provider, WaitFor::Provider(rt.provider)) {
+                return if w.park(r, prov.index, WaitFor::Provider(prov.index)) {
                     None
                 } else {
                     Some(Err(RefreshError::TimedOut))
@@ -268,11 +285,11 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
                 ("refresh_token".to_string(), refresh_token.to_string()),
             ];
             let auth = client_auth(client, p.metadata.as_ref(), &mut form);
-            match w.submit(rt.provider, "refresh", url, Some(form), auth, hook) {
+            match w.submit(prov.index, "refresh", url, Some(form), auth, hook) {
                 Ok(job) => {
                     w.refreshes.started(key.clone(), job, s.clone(), t);
                     ngx_log_debug_http!(r, "oauth2: refreshing the session (job {})", job);
-                    if w.park(r, rt.provider, WaitFor::Job(job)) {
+                    if w.park(r, prov.index, WaitFor::Job(job)) {
                         None
                     } else {
                         Some(Err(RefreshError::TimedOut))
@@ -286,9 +303,9 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
         None => SessionOutcome::None,
         Some(None) => SessionOutcome::Wait,
         Some(Some(Ok(new))) => {
-            issue_session(r, sc, &new);
+            issue_session(r, sc, &prov, &new);
             ngx_log_error!(NGX_LOG_INFO, r.log(), "oauth2: session refreshed");
-            SessionOutcome::Valid(Arc::new(new))
+            SessionOutcome::Valid(Arc::new(new), i)
         }
         Some(Some(Err(e))) if e.transient() && t < s.access_exp => {
             ngx_log_error!(
@@ -297,7 +314,7 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
                 "oauth2: session refresh failed: {}, the access token is still valid",
                 e
             );
-            SessionOutcome::Valid(s)
+            SessionOutcome::Valid(s, i)
         }
         Some(Some(Err(e))) if e.transient() => {
             ngx_log_error!(
@@ -323,12 +340,12 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
 
 /// A session due for a refresh that cannot be refreshed: valid until its
 /// access token expires, then gone.
-fn expiring(r: &mut Request, sc: &SessionConf, s: Arc<Session>, t: u64) -> SessionOutcome {
+fn expiring(r: &mut Request, sc: &SessionConf, s: Arc<Session>, i: usize, t: u64) -> SessionOutcome {
     if t >= s.access_exp {
         clear_session(r, sc, &r.cookies());
         return SessionOutcome::None;
     }
-    SessionOutcome::Valid(s)
+    SessionOutcome::Valid(s, i)
 }
 
 /// Client authentication at the token endpoint: the Basic header, or the
@@ -361,15 +378,18 @@ pub fn client_auth(
 /// Returns the status for the access phase (302, 503), or NGX_AGAIN when
 /// the request is parked until the provider metadata is there.
 pub fn start_login(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) -> ngx_int_t {
-    let Some(client) = sc.client.as_ref() else {
+    let Some(prov) = rt.login_prov().cloned() else {
+        return 401;
+    };
+    let Some(client) = prov.client.as_ref() else {
         return 401;
     };
     let endpoint = with_worker(|w| {
-        let p = &w.providers[rt.provider];
+        let p = &w.providers[prov.index];
         match (&p.metadata, p.state) {
             (Some(m), _) => Ok(m.authorization_endpoint.clone()),
             (None, KeyState::Loading) => {
-                Err(if w.park(r, rt.provider, WaitFor::Provider(rt.provider)) {
+                Err(if w.park(r, prov.index, WaitFor::Provider(prov.index)) {
                     None
                 } else {
                     Some(1)
@@ -406,6 +426,7 @@ pub fn start_login(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) -> ngx_in
         nonce: session::random_token(32),
         verifier: session::random_token(32),
         return_to,
+        provider: String::from_utf8_lossy(&prov.binding).into_owned(),
         redirect_uri: uri_for(r, &client.redirect_uri),
         created: now(),
     };
@@ -434,7 +455,7 @@ pub fn start_login(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) -> ngx_in
         .map(|(k, v)| {
             let created = sc
                 .keys
-                .open_bound(Purpose::State, &sc.binding, v)
+                .open(Purpose::State, v)
                 .and_then(|b| serde_json::from_slice::<Login>(&b).ok())
                 .map(|l| l.created)
                 .unwrap_or(0);
@@ -446,11 +467,8 @@ pub fn start_login(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) -> ngx_in
         let (_, name) = states.remove(0);
         delete_cookie(r, sc, &name, true);
     }
-    let sealed = sc.keys.seal_bound(
-        Purpose::State,
-        &sc.binding,
-        &serde_json::to_vec(&login).unwrap_or_default(),
-    );
+    // the state names its provider inside; the callback finds it there
+    let sealed = sc.keys.seal(Purpose::State, &serde_json::to_vec(&login).unwrap_or_default());
     let name = format!("{prefix}{}", &session::short_hash(&login.state)[..8]);
     set_cookie(r, sc, &name, &sealed, STATE_TTL, true);
     ngx_log_error!(

@@ -17,6 +17,7 @@ enum Var {
     Email,
     AccessToken,
     AuthMethod,
+    Provider,
     Error,
     Claim,
 }
@@ -26,6 +27,7 @@ const VARS: &[(&str, Var)] = &[
     ("oauth2_email", Var::Email),
     ("oauth2_access_token", Var::AccessToken),
     ("oauth2_auth_method", Var::AuthMethod),
+    ("oauth2_provider", Var::Provider),
     ("oauth2_error", Var::Error),
     ("oauth2_claim_", Var::Claim),
 ];
@@ -65,6 +67,7 @@ fn value(r: &Request, var: Var, data: usize) -> Option<String> {
         Var::Email => claims.and_then(|c| claim_value(c, "email")),
         Var::AccessToken => ctx.token().map(sanitize),
         Var::AuthMethod => Some(ctx.method.to_string()),
+        Var::Provider => Some(ctx.provider.to_string()),
         Var::Error => ctx
             .error
             .map(|e| e.code())

@@ -156,12 +156,20 @@ oauth2_algorithms RS257;
 --- error_log
 [emerg] unsupported algorithm "RS257" in "oauth2_algorithms" directive
 
-=== TEST 11: nginx -t: bad on/off
+=== TEST 11: nginx -t: bad on/off, and oauth2_auth with a word that names no provider
 --- config
-location / { oauth2_auth yes; }
+location / { oauth2_cookie_secure yes; }
+location /x { oauth2_auth yes; }
 --- must_die
 --- error_log
-[emerg] invalid value "yes", it must be "on" or "off" in "oauth2_auth" directive
+[emerg] invalid value "yes", it must be "on" or "off" in "oauth2_cookie_secure" directive
+
+=== TEST 11b: nginx -t: oauth2_auth with a word that names no provider
+--- config
+location /x { oauth2_auth yes; oauth2_on_failure 401; }
+--- must_die
+--- error_log
+unknown provider "yes" in "oauth2_auth"
 
 === TEST 12: nginx -t: bad oauth2_on_failure
 --- config

@@ -43,6 +43,22 @@ pub struct Parsed<'a> {
     payload: &'a str,
 }
 
+/// The unverified `iss` of a JWT's payload: only to choose which provider's
+/// keys and rules validate it (several providers at one location); the
+/// validation that follows checks it again, signed.
+pub fn peek_issuer(token: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Iss {
+        iss: Option<String>,
+    }
+    let payload = token.split('.').nth(1)?;
+    if payload.len() > MAX_TOKEN_LEN {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice::<Iss>(&bytes).ok()?.iss
+}
+
 /// Does this look like a compact JWS (three base64url parts)? Used to pick
 /// JWT validation over introspection for `oauth2_token_validation auto`.
 pub fn looks_like_jwt(token: &str) -> bool {
@@ -701,5 +717,16 @@ mod tests {
             validate(&sign(&c), &[&keys()], &policy(), NOW).is_ok(),
             "an ID token still validates as a JWT"
         );
+    }
+
+    #[test]
+    fn the_issuer_is_peeked_without_verifying() {
+        let t = sign(&claims());
+        assert_eq!(peek_issuer(&t).as_deref(), Some("https://op.test"));
+        assert_eq!(peek_issuer("a.b.c"), None);
+        assert_eq!(peek_issuer("nodots"), None);
+        let mut c = claims();
+        c.as_object_mut().unwrap().remove("iss");
+        assert_eq!(peek_issuer(&sign(&c)), None);
     }
 }

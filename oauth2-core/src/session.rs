@@ -176,6 +176,9 @@ pub struct LoginState {
     pub verifier: String,
     /// Where the login started: a path (and query) on this origin.
     pub return_to: String,
+    /// The provider the login went to (its issuer and client id).
+    #[serde(default)]
+    pub provider: String,
     /// The `redirect_uri` the authorization request sent: the token request
     /// must send the same (RFC 6749 §4.1.3), whatever the callback's own
     /// settings.
@@ -341,22 +344,26 @@ pub fn join_chunks<'a>(name: &str, get: impl Fn(&str) -> Option<&'a str>) -> Opt
 }
 
 /// Opened sessions, each found by its whole sealed value (`TokenCache`
-/// hashes only the value's length and ends: its nonce and its AES-GCM tag)
-/// and the binding it was opened for (the issuer and client it belongs to),
-/// so a session opened for one client is never served to another.
-pub struct SessionCache(crate::cache::TokenCache<Arc<Session>>);
+/// hashes only the value's length and ends: its nonce and its AES-GCM tag),
+/// with the binding it opened with (the issuer and client it belongs to):
+/// the caller serves it only where that binding is one of its own.
+pub struct SessionCache(crate::cache::TokenCache<(Arc<Session>, u32)>);
+
+/// Sessions are cached under a policy number of their own.
+const SESSION_POLICY: u32 = u32::MAX;
 
 impl SessionCache {
     pub fn new(budget: usize) -> Self {
         SessionCache(crate::cache::TokenCache::new(budget))
     }
 
-    pub fn get(&mut self, binding: u32, sealed: &str, now: u64) -> Option<Arc<Session>> {
-        self.0.get(binding, sealed.as_bytes(), now)
+    /// The session and the binding it opened with.
+    pub fn get(&mut self, sealed: &str, now: u64) -> Option<(Arc<Session>, u32)> {
+        self.0.get(SESSION_POLICY, sealed.as_bytes(), now)
     }
 
     pub fn insert(&mut self, binding: u32, sealed: &str, s: Arc<Session>, until: u64) {
-        self.0.insert(binding, sealed.as_bytes(), s, until);
+        self.0.insert(SESSION_POLICY, sealed.as_bytes(), (s, binding), until);
     }
 }
 
@@ -444,23 +451,21 @@ mod tests {
         });
         let mut c = SessionCache::new(4 * crate::cache::entry_cost(sealed.len()));
         c.insert(7, &sealed, s.clone(), 100);
-        assert!(Arc::ptr_eq(&c.get(7, &sealed, 10).unwrap(), &s));
-        assert!(
-            c.get(8, &sealed, 10).is_none(),
-            "opened for another binding"
-        );
+        let (got, binding) = c.get(&sealed, 10).unwrap();
+        assert!(Arc::ptr_eq(&got, &s));
+        assert_eq!(binding, 7, "with the binding it opened with");
         // the same ends and length, another middle: same key, no hit
         let mut forged = sealed.clone().into_bytes();
         let mid = forged.len() / 2;
         forged[mid] = if forged[mid] == b'A' { b'B' } else { b'A' };
         let forged = String::from_utf8(forged).unwrap();
         assert_eq!(
-            crate::cache::lookup_key(7, forged.as_bytes()),
-            crate::cache::lookup_key(7, sealed.as_bytes())
+            crate::cache::lookup_key(SESSION_POLICY, forged.as_bytes()),
+            crate::cache::lookup_key(SESSION_POLICY, sealed.as_bytes())
         );
-        assert!(c.get(7, &forged, 10).is_none());
+        assert!(c.get(&forged, 10).is_none());
         // never past the entry's end
-        assert!(c.get(7, &sealed, 100).is_none());
+        assert!(c.get(&sealed, 100).is_none());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use oauth2_core::session::{self, joined_claims, LoginState as Login, Purpose, Se
 use oauth2_core::waits::{Check, WaitFor};
 use oauth2_core::{Rejection, TokenEndpointError};
 
-use crate::conf::{ClientConf, LocRuntime, SessionConf};
+use crate::conf::{LocRuntime, Prov, SessionConf};
 use crate::http::{finalize, request, RawRequest, RequestExt};
 use crate::session::{client_auth, cookie, delete_cookie, issue_session, now, uri_for, STATE_TTL};
 use crate::worker::{test_hook, timed_out, with_worker, KeyState};
@@ -98,9 +98,6 @@ fn callback(r: &mut Request) -> Step {
     let Some(sc) = rt.session.as_ref() else {
         return Step::Done(500);
     };
-    let Some(client) = sc.client.as_ref() else {
-        return Step::Done(500);
-    };
     let check = with_worker(|w| w.check(r)).unwrap_or(Check::Fresh);
     if let Check::StillParked(_) = check {
         return Step::Wait;
@@ -120,7 +117,7 @@ fn callback(r: &mut Request) -> Step {
         return fail(r, 504, NGX_LOG_WARN, msg, msg, to.as_deref());
     }
     match step {
-        None | Some(CallbackStep::Metadata) => callback_start(r, &rt, sc, client),
+        None | Some(CallbackStep::Metadata) => callback_start(r, &rt, sc),
         Some(CallbackStep::Token { login, job }) => {
             match with_worker(|w| w.take_job_result(job)).flatten() {
                 None => fail(
@@ -152,12 +149,12 @@ fn callback(r: &mut Request) -> Step {
                             back(&login),
                         )
                     }
-                    Ok(tokens) => finish_login(r, &rt, sc, client, login, tokens, false),
+                    Ok(tokens) => finish_login(r, &rt, sc, login, tokens, false),
                 },
             }
         }
         Some(CallbackStep::Keys { login, tokens }) => {
-            finish_login(r, &rt, sc, client, login, tokens, true)
+            finish_login(r, &rt, sc, login, tokens, true)
         }
         Some(CallbackStep::UserInfo {
             login,
@@ -189,7 +186,7 @@ fn callback(r: &mut Request) -> Step {
                     None
                 }
             };
-            complete(r, sc, client, login, tokens, claims, userinfo)
+            complete(r, &rt, sc, login, tokens, claims, userinfo)
         }
     }
 }
@@ -210,7 +207,19 @@ fn token_error_hint(e: &TokenEndpointError) -> (u32, &'static str) {
     }
 }
 
-fn callback_start(r: &mut Request, rt: &LocRuntime, sc: &SessionConf, client: &ClientConf) -> Step {
+/// The provider a login went to: named in its state (its issuer and client
+/// id), one of those this callback serves.
+fn login_prov(rt: &LocRuntime, login: &Login) -> Option<Arc<Prov>> {
+    if login.provider.is_empty() {
+        return rt.login_prov().cloned();
+    }
+    rt.provs
+        .iter()
+        .find(|p| p.client.is_some() && p.binding == login.provider.as_bytes())
+        .cloned()
+}
+
+fn callback_start(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) -> Step {
     let p = login::parse_callback(r.args());
     if p.duplicate {
         return fail(
@@ -231,7 +240,7 @@ fn callback_start(r: &mut Request, rt: &LocRuntime, sc: &SessionConf, client: &C
     let login: Option<Login> = state_cookie
         .as_deref()
         .and_then(|name| cookie(&cookies, name))
-        .and_then(|v| sc.keys.open_bound(Purpose::State, &sc.binding, v))
+        .and_then(|v| sc.keys.open(Purpose::State, v))
         .and_then(|b| serde_json::from_slice(&b).ok());
     if let Some(err) = &p.error {
         // the login ended at the provider (Cancel, or a refusal): its state
@@ -273,6 +282,11 @@ fn callback_start(r: &mut Request, rt: &LocRuntime, sc: &SessionConf, client: &C
             None,
         );
     };
+    let Some(prov) = login_prov(rt, &login) else {
+        let msg = "the login's provider is not one this callback serves";
+        return fail(r, 400, NGX_LOG_ERR, msg, "invalid or expired login state", back(&login));
+    };
+    let Some(client) = prov.client.as_ref() else { return Step::Done(500) };
     let t = now();
     if !session::ct_eq(login.state.as_bytes(), state.as_bytes()) || t > login.created + STATE_TTL {
         return fail(
@@ -286,7 +300,7 @@ fn callback_start(r: &mut Request, rt: &LocRuntime, sc: &SessionConf, client: &C
     }
     // the metadata (token endpoint) is needed
     let meta = with_worker(|w| {
-        let p = &w.providers[rt.provider];
+        let p = &w.providers[prov.index];
         match (&p.metadata, p.state) {
             (Some(m), _) => Ok(Some(m.clone())),
             (None, KeyState::Loading) => Ok(None),
@@ -298,8 +312,8 @@ fn callback_start(r: &mut Request, rt: &LocRuntime, sc: &SessionConf, client: &C
         Some(Ok(None)) => {
             return park(
                 r,
-                rt.provider,
-                WaitFor::Provider(rt.provider),
+                prov.index,
+                WaitFor::Provider(prov.index),
                 CallbackStep::Metadata,
             )
         }
@@ -360,10 +374,10 @@ fn callback_start(r: &mut Request, rt: &LocRuntime, sc: &SessionConf, client: &C
     ];
     let auth = client_auth(client, Some(&meta), &mut form);
     let hook = test_hook(r);
-    match with_worker(|w| w.submit(rt.provider, "token", token_endpoint, Some(form), auth, hook)) {
+    match with_worker(|w| w.submit(prov.index, "token", token_endpoint, Some(form), auth, hook)) {
         Some(Ok(job)) => park(
             r,
-            rt.provider,
+            prov.index,
             WaitFor::Job(job),
             CallbackStep::Token { login, job },
         ),
@@ -406,11 +420,12 @@ fn finish_login(
     r: &mut Request,
     rt: &LocRuntime,
     sc: &SessionConf,
-    client: &ClientConf,
     login: Login,
     tokens: TokenResponse,
     refetched: bool,
 ) -> Step {
+    let Some(prov) = login_prov(rt, &login) else { return Step::Done(500) };
+    let Some(client) = prov.client.as_ref() else { return Step::Done(500) };
     let Some(id_token) = tokens.id_token.clone() else {
         let msg = "the token response has no id_token (is \"openid\" in oauth2_scope?)";
         return fail(
@@ -424,7 +439,7 @@ fn finish_login(
     };
     let t = now();
     let checked = with_worker(|w| {
-        let p = &w.providers[rt.provider];
+        let p = &w.providers[prov.index];
         let sets = p.key_sets();
         let refs: Vec<_> = sets.iter().map(|s| &**s).collect();
         let who = login::IdTokenClient {
@@ -437,8 +452,8 @@ fn finish_login(
             &id_token,
             &refs,
             &who,
-            &rt.policy.algorithms,
-            rt.policy.skew_secs,
+            &prov.policy.algorithms,
+            prov.policy.skew_secs,
             t,
         );
         let last_ok = p.last_ok;
@@ -448,7 +463,7 @@ fn finish_login(
             .and_then(|m| m.userinfo_endpoint.clone());
         let res = match res {
             Err(Rejection::UnknownKey) => {
-                match decide::unknown_kid(refetched, last_ok, || w.refetch(rt.provider)) {
+                match decide::unknown_kid(refetched, last_ok, || w.refetch(prov.index)) {
                     UnknownKid::WaitForRefetch => None,
                     UnknownKid::Unavailable => Some(Err(Rejection::ProviderUnavailable)),
                     UnknownKid::Reject => Some(Err(Rejection::UnknownKey)),
@@ -472,8 +487,8 @@ fn finish_login(
         Some((None, _)) => {
             return park(
                 r,
-                rt.provider,
-                WaitFor::Refetch(rt.provider),
+                prov.index,
+                WaitFor::Refetch(prov.index),
                 CallbackStep::Keys { login, tokens },
             )
         }
@@ -504,11 +519,11 @@ fn finish_login(
     if let (true, Some(url)) = (client.userinfo, userinfo_endpoint) {
         let auth = format!("Bearer {}", tokens.access_token);
         let hook = test_hook(r);
-        match with_worker(|w| w.submit(rt.provider, "UserInfo", url, None, Some(auth), hook)) {
+        match with_worker(|w| w.submit(prov.index, "UserInfo", url, None, Some(auth), hook)) {
             Some(Ok(job)) => {
                 return park(
                     r,
-                    rt.provider,
+                    prov.index,
                     WaitFor::Job(job),
                     CallbackStep::UserInfo {
                         login,
@@ -529,19 +544,21 @@ fn finish_login(
             None => {}
         }
     }
-    complete(r, sc, client, login, tokens, claims, None)
+    complete(r, rt, sc, login, tokens, claims, None)
 }
 
 /// The login succeeded: the session cookie, and back where it started.
 fn complete(
     r: &mut Request,
+    rt: &LocRuntime,
     sc: &SessionConf,
-    client: &ClientConf,
     login: Login,
     tokens: TokenResponse,
     claims: Claims,
     userinfo: Option<Claims>,
 ) -> Step {
+    let Some(prov) = login_prov(rt, &login) else { return Step::Done(500) };
+    let Some(client) = prov.client.as_ref() else { return Step::Done(500) };
     let t = now();
     // keep only what UserInfo adds (the ID token's claims win anyway): the
     // cookie stays small
@@ -562,7 +579,7 @@ fn complete(
         created: t,
         userinfo,
     };
-    if !issue_session(r, sc, &s) {
+    if !issue_session(r, sc, &prov, &s) {
         let msg = "the session could not be stored";
         return fail(
             r,

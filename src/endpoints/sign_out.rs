@@ -22,7 +22,15 @@ pub fn handler(r: &mut Request) -> ngx_int_t {
         return 500;
     };
     r.discard_body();
-    let s = sealed_session(r, sc).and_then(|v| open_session(&v, sc));
+    // the session and its provider (the sign-out ends it there)
+    let found = sealed_session(r, sc).and_then(|v| {
+        rt.provs.iter().find_map(|p| open_session(&v, sc, p).map(|s| (s, p.clone())))
+    });
+    let prov = match &found {
+        Some((_, p)) => Some(p.clone()),
+        None => rt.login_prov().cloned(),
+    };
+    let s = found.map(|(s, _)| s);
     let cookies = r.cookies();
     clear_session(r, sc, &cookies);
     let prefix = format!("{}_st_", sc.cookie_name);
@@ -30,14 +38,11 @@ pub fn handler(r: &mut Request) -> ngx_int_t {
         delete_cookie(r, sc, k, true);
     }
     ngx_log_error!(NGX_LOG_INFO, r.log(), "oauth2: signed out");
-    let end_session = with_worker(|w| {
-        w.providers[rt.provider]
-            .metadata
-            .as_ref()
-            .and_then(|m| m.end_session_endpoint.clone())
-    })
-    .flatten();
-    if let (Some(ep), Some(client)) = (end_session, sc.client.as_ref()) {
+    let end_session = prov.as_ref().and_then(|p| {
+        with_worker(|w| w.providers[p.index].metadata.as_ref().and_then(|m| m.end_session_endpoint.clone()))
+            .flatten()
+    });
+    if let (Some(ep), Some(client)) = (end_session, prov.as_ref().and_then(|p| p.client.as_ref())) {
         if let Ok(mut u) = url::Url::parse(&ep) {
             let post = match &client.post_logout_redirect_uri {
                 Some(v) => uri_for(r, v),

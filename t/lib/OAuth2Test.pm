@@ -24,7 +24,8 @@ package OAuth2Test;
 # Every block also fails on [alert], [crit], [emerg] or a worker that died
 # (--- allow_alert lets the panic-guard test have its one expected alert).
 #
-# In config text, $TEST_OP, $TEST_PORT, $TEST_PORT2 (a second free port),
+# In config text, $TEST_OP, $TEST_OP2 (the second provider, op2_start),
+# $TEST_PORT, $TEST_PORT2 (a second free port),
 # $TEST_ROOT and $TEST_DIR are replaced.
 
 use strict;
@@ -43,7 +44,8 @@ use Time::HiRes qw(sleep time);
 our @EXPORT = qw(run_tests op_start op_stop op_url op_port op_ctl token mint
                  http_get nginx_port nginx_reload error_log_text raw_http
                  is_status worker_pids op_reserve servroot fixed_port browser
-                 write_cookie_keys make_tls nginx_t_text);
+                 write_cookie_keys make_tls nginx_t_text op2_start op2_url
+                 op2_ctl token2 mint2);
 
 sub import {
     my $caller = caller;
@@ -55,6 +57,7 @@ my $TOP = abs_path(dirname(__FILE__) . '/../..');
 my ($NGINX, $MODULE) = find_binaries();
 my $ROOT = "$TOP/t/servroot-" . ($ENV{TEST_NGINX_SERVROOT_SUFFIX} // $$);
 my ($op_pid, $op_port, $op_state);
+my ($op2_pid, $op2_port);
 my ($ngx_pid, $ngx_port, $ngx_port2, $fixed_port);
 
 # fixed_port(): one nginx port for every block of the file (the provider
@@ -137,6 +140,40 @@ sub op_start {
 # op_reserve(): choose the OP port without starting it (provider down at start)
 sub op_reserve { $op_port //= free_port(); $op_state //= "$ROOT/op"; $op_port }
 
+# op2_start(%opts): a second, independent provider (another issuer, other
+# keys) for multi-provider tests; the same options as op_start.
+sub op2_start {
+    my %o = @_;
+    $op2_port //= free_port();
+    make_path("$ROOT/op2");
+    my @args = ('node', "$TOP/t/op/op.mjs", '--port', $op2_port, '--state', "$ROOT/op2");
+    push @args, '--redirect-uri', $_ for @{ $o{redirect_uri} || [] };
+    push @args, '--access-ttl', $o{access_ttl} if $o{access_ttl};
+    $op2_pid = fork // die "fork: $!";
+    if ($op2_pid == 0) {
+        open STDOUT, '>>', "$ROOT/op2.log";
+        open STDERR, '>&', \*STDOUT;
+        exec @args or exit 127;
+    }
+    for (1 .. 200) {
+        return 1 if port_open($op2_port);
+        die "the second test OP exited at start (see $ROOT/op2.log)\n" if waitpid($op2_pid, WNOHANG) > 0;
+        sleep 0.05;
+    }
+    die "the second test OP did not start on port $op2_port\n";
+}
+
+sub op2_url { "http://127.0.0.1:$op2_port" }
+
+sub op2_stop {
+    return unless $op2_pid;
+    kill 'TERM', $op2_pid;
+    for (1 .. 100) { last if waitpid($op2_pid, WNOHANG) != 0; sleep 0.05 }
+    kill 'KILL', $op2_pid if kill 0, $op2_pid;
+    waitpid($op2_pid, 0);
+    undef $op2_pid;
+}
+
 sub op_stop {
     return unless $op_pid;
     kill 'TERM', $op_pid;
@@ -149,9 +186,11 @@ sub op_stop {
 
 my $http = HTTP::Tiny->new(max_redirect => 0, timeout => 30);
 
+sub op2_ctl { op_ctl($_[0], $_[1], op2_url()) }
+
 sub op_ctl {
-    my ($path, $body) = @_;
-    my $r = $http->request('POST', op_url() . $path,
+    my ($path, $body, $base) = @_;
+    my $r = $http->request('POST', ($base // op_url()) . $path,
                            { content => $body // '{}', headers => { 'content-type' => 'application/json' } });
     die "OP $path: $r->{status} $r->{content}\n" unless $r->{success};
     return $r->{content};
@@ -164,7 +203,7 @@ sub token {
     my $secret = $o{secret} // 'api-secret';
     my $form = { grant_type => 'client_credentials', scope => $o{scope} // 'api:read' };
     $form->{resource} = $o{resource} if $o{resource};
-    my $r = $http->post_form(op_url() . '/token', $form,
+    my $r = $http->post_form(($o{base} // op_url()) . '/token', $form,
         { headers => { authorization => 'Basic ' . b64("$client:$secret") } });
     die "token request failed: $r->{status} $r->{content}\n" unless $r->{success};
     my ($t) = $r->{content} =~ /"access_token":"([^"]+)"/ or die "no access_token in $r->{content}\n";
@@ -173,6 +212,9 @@ sub token {
 
 # mint(json): a crafted JWT from the OP's helper (see t/op/op.mjs).
 sub mint { op_ctl('/__test/mint', $_[0] // '{}') }
+# token2 / mint2: the same from the second provider
+sub token2 { token(@_, base => op2_url()) }
+sub mint2 { op_ctl('/__test/mint', $_[0] // '{}', op2_url()) }
 
 sub b64 {
     require MIME::Base64;
@@ -216,6 +258,8 @@ sub subst {
     my ($text) = @_;
     return '' unless defined $text;
     my $op = $op_port ? op_url() : 'http://127.0.0.1:1';
+    my $op2 = $op2_port ? op2_url() : 'http://127.0.0.1:2';
+    $text =~ s/\$TEST_OP2\b/$op2/g;
     $text =~ s/\$TEST_OP\b/$op/g;
     $text =~ s/\$TEST_PORT2\b/$ngx_port2/g;
     $text =~ s/\$TEST_PORT\b/$ngx_port/g;
@@ -510,6 +554,7 @@ END {
     local $?;   # waitpid below must not change the exit status
     nginx_stop();
     op_stop();
+    op2_stop();
     # keep the directory of a failing file for inspection
     remove_tree($ROOT) if $ROOT && Test::More->builder->is_passing && !$ENV{TEST_KEEP_SERVROOT};
 }
