@@ -57,8 +57,8 @@ fn apply(r: &mut Request, lc: &LocConf, action: Action) -> Status {
             r.push_header("Retry-After", &retry_after.to_string());
             Status(503)
         }
-        Action::Redirect => match (lc.runtime.clone(), session) {
-            (Some(rt), Some(sc)) => Status(session::start_login(r, &rt, sc)),
+        Action::Redirect => match (lc.runtime.as_deref(), session) {
+            (Some(rt), Some(sc)) => Status(session::start_login(r, rt, sc)),
             _ => Status(401),
         },
     }
@@ -87,7 +87,7 @@ pub fn handler(r: &mut Request) -> Status {
         // oauth2_callback / oauth2_sign_out are never subject to oauth2_auth
         return Status::NGX_DECLINED;
     }
-    let Some(rt) = lc.runtime.clone() else {
+    let Some(rt) = lc.runtime.as_deref() else {
         return Status::NGX_DECLINED;
     };
     if r.is_internal() {
@@ -125,20 +125,20 @@ pub fn handler(r: &mut Request) -> Status {
         Candidate::Token(token) => {
             if let Some(claims) = hit {
                 ngx_log_debug_http!(r, "oauth2: bearer token accepted (cached)");
-                let i = cached_prov(&rt, &claims);
-                return authorized(r, lc, &rt, i, "bearer", Token::Header(token), claims);
+                let i = cached_prov(rt, &claims);
+                return authorized(r, lc, rt, i, "bearer", Token::Header(token), claims);
             }
-            bearer(r, lc, &rt, token, now)
+            bearer(r, lc, rt, token, now)
         }
         Candidate::Malformed => reject(r, lc, Rejection::Malformed, 1),
         Candidate::None => {
             if let Some(sc) = rt.session.as_ref() {
-                match session::session_for_access(r, &rt, sc) {
+                match session::session_for_access(r, rt, sc) {
                     SessionOutcome::Wait => return Status::NGX_AGAIN,
                     SessionOutcome::Valid(s, i) => {
                         ngx_log_debug_http!(r, "oauth2: session accepted");
                         let claims = s.claims.clone();
-                        return authorized(r, lc, &rt, i, "cookie", Token::Session(s), claims);
+                        return authorized(r, lc, rt, i, "cookie", Token::Session(s), claims);
                     }
                     SessionOutcome::None => {}
                     SessionOutcome::Unavailable => return unavailable(r, lc, 5),
@@ -199,7 +199,10 @@ fn cached_prov(rt: &LocRuntime, claims: &Claims) -> usize {
         return 0;
     }
     let iss = claims.get("iss").and_then(|v| v.as_str());
-    rt.provs.iter().position(|p| p.policy.issuer.as_deref() == iss).unwrap_or(0)
+    rt.provs
+        .iter()
+        .position(|p| p.policy.issuer.as_deref() == iss)
+        .unwrap_or(0)
 }
 
 /// Which of the location's providers validates this token: the one whose
@@ -219,7 +222,9 @@ fn select_prov(rt: &LocRuntime, token: &str) -> Result<usize, Rejection> {
     }
     rt.provs
         .iter()
-        .position(|p| p.introspection_client.is_some() && p.token_validation != TokenValidation::Jwt)
+        .position(|p| {
+            p.introspection_client.is_some() && p.token_validation != TokenValidation::Jwt
+        })
         .ok_or(Rejection::UnsupportedToken)
 }
 

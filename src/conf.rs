@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_t, ngx_http_compile_complex_value, ngx_http_compile_complex_value_t,
-    ngx_http_complex_value_t, ngx_conf_parse, ngx_pcalloc, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_2MORE,
-    NGX_CONF_BLOCK, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF,
-    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_OK,
+    ngx_command_t, ngx_conf_parse, ngx_conf_t, ngx_http_compile_complex_value,
+    ngx_http_compile_complex_value_t, ngx_http_complex_value_t, ngx_pcalloc, ngx_str_t, ngx_uint_t,
+    NGX_CONF_1MORE, NGX_CONF_2MORE, NGX_CONF_BLOCK, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
+    NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_OK,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
@@ -201,7 +202,10 @@ impl LocRuntime {
 
     /// The provider whose sessions have this binding.
     pub fn prov_by_binding(&self, id: u32) -> Option<(usize, &Arc<Prov>)> {
-        self.provs.iter().enumerate().find(|(_, p)| p.binding_id == id)
+        self.provs
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.binding_id == id)
     }
 }
 
@@ -259,7 +263,11 @@ impl MainConf {
     fn prov(&mut self, src: &LocConf, name: &str, auth: bool) -> Result<Arc<Prov>, ConfError> {
         let prefix = if name.is_empty() { "oauth2_" } else { "" };
         // the flat provider's errors say where they come from
-        let lead = if name.is_empty() { "\"oauth2_auth\" is on but " } else { "" };
+        let lead = if name.is_empty() {
+            "\"oauth2_auth\" is on but "
+        } else {
+            ""
+        };
         if src.issuer.is_none() && src.jwks_uri.is_none() && src.jwks_file.is_none() {
             return Err(invalid!(
                 "{lead}none of \"{prefix}issuer\", \"{prefix}jwks_uri\" or \"{prefix}jwks_file\" is set"
@@ -270,10 +278,15 @@ impl MainConf {
             (None, Some(id)) => vec![id.clone()],
             (None, None) if !auth => Vec::new(),
             (None, None) => {
-                return Err(invalid!("{lead}neither \"{prefix}audience\" nor \"{prefix}client_id\" is set"))
+                return Err(invalid!(
+                    "{lead}neither \"{prefix}audience\" nor \"{prefix}client_id\" is set"
+                ))
             }
         };
-        let algorithms = src.algorithms.clone().unwrap_or_else(|| DEFAULT_ALGORITHMS.to_vec());
+        let algorithms = src
+            .algorithms
+            .clone()
+            .unwrap_or_else(|| DEFAULT_ALGORITHMS.to_vec());
         if let Some(h) = algorithms.iter().find(|a| config::is_hmac(**a)) {
             // access tokens: only with a symmetric key of oauth2_jwks_file;
             // ID tokens at the callback: with the client secret
@@ -311,12 +324,17 @@ impl MainConf {
         };
         let token_validation = src.token_validation.unwrap_or(TokenValidation::Auto);
         let introspection_client = match (&src.client_id, &src.client_secret) {
-            (Some(id), Some(secret)) if token_validation != TokenValidation::Jwt && src.issuer.is_some() => {
+            (Some(id), Some(secret))
+                if token_validation != TokenValidation::Jwt && src.issuer.is_some() =>
+            {
                 Some((id.clone(), secret.clone()))
             }
             _ => None,
         };
-        if auth && token_validation == TokenValidation::Introspection && introspection_client.is_none() {
+        if auth
+            && token_validation == TokenValidation::Introspection
+            && introspection_client.is_none()
+        {
             return Err(invalid!(
                 "\"{prefix}token_validation introspection\" needs \"{prefix}issuer\", \"{prefix}client_id\" and a client secret"
             ));
@@ -333,23 +351,39 @@ impl MainConf {
                 issuer: issuer.clone(),
                 client_id: client_id.clone(),
                 client_secret: src.client_secret.clone(),
-                redirect_uri: src.redirect_uri.clone().unwrap_or_else(|| UriValue::plain("/oauth2/callback")),
-                scope: src.scope.as_ref().map(|s| s.join(" ")).unwrap_or_else(|| "openid".into()),
+                redirect_uri: src
+                    .redirect_uri
+                    .clone()
+                    .unwrap_or_else(|| UriValue::plain("/oauth2/callback")),
+                scope: src
+                    .scope
+                    .as_ref()
+                    .map(|s| s.join(" "))
+                    .unwrap_or_else(|| "openid".into()),
                 post_logout_redirect_uri: src.post_logout_redirect_uri.clone(),
                 userinfo: src.userinfo.unwrap_or(true),
             }),
             _ => None,
         };
-        let binding =
-            format!("{}\n{}", src.issuer.as_deref().unwrap_or(""), src.client_id.as_deref().unwrap_or(""))
-                .into_bytes();
+        let binding = format!(
+            "{}\n{}",
+            src.issuer.as_deref().unwrap_or(""),
+            src.client_id.as_deref().unwrap_or("")
+        )
+        .into_bytes();
         let binding_id = self.binding_id(&binding);
         let ident = format!(
             "{name}|{policy_id}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
-            client.as_ref().map(|c| (&c.client_id, &c.redirect_uri.text, &c.scope, c.userinfo)),
-            client.as_ref().map(|c| c.post_logout_redirect_uri.as_ref().map(|u| &u.text)),
+            client
+                .as_ref()
+                .map(|c| (&c.client_id, &c.redirect_uri.text, &c.scope, c.userinfo)),
+            client
+                .as_ref()
+                .map(|c| c.post_logout_redirect_uri.as_ref().map(|u| &u.text)),
             client.as_ref().map(|c| c.client_secret.is_some()),
-            src.client_secret.as_ref().map(|s| oauth2_core::session::short_hash(&s.0)),
+            src.client_secret
+                .as_ref()
+                .map(|s| oauth2_core::session::short_hash(&s.0)),
             introspection_client.as_ref().map(|(id, _)| id),
             binding_id
         );
@@ -592,7 +626,9 @@ fn set_auth(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
         names => {
             for n in names {
                 if !provider_name(n) || *n == "on" || *n == "off" {
-                    return Err(invalid!("invalid value \"{n}\", it must be \"on\", \"off\" or provider names"));
+                    return Err(invalid!(
+                        "invalid value \"{n}\", it must be \"on\", \"off\" or provider names"
+                    ));
                 }
             }
             Auth::Named(names.iter().map(|n| n.to_string()).collect())
@@ -602,7 +638,9 @@ fn set_auth(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
 }
 
 fn provider_name(n: &str) -> bool {
-    !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    !n.is_empty()
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
 fn set_on_failure(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
@@ -795,7 +833,10 @@ impl LocConf {
             None if self.endpoint.is_some() && self.issuer.is_none() && !main.named.is_empty() => {
                 // an endpoint of named providers only: it serves them all
                 if self.cookie_secret_file.is_none() {
-                    return Err(invalid!("{} needs \"oauth2_cookie_secret_file\"", endpoint_name(self.endpoint)));
+                    return Err(invalid!(
+                        "{} needs \"oauth2_cookie_secret_file\"",
+                        endpoint_name(self.endpoint)
+                    ));
                 }
                 let names: Vec<String> = main.named.iter().map(|(n, _)| n.clone()).collect();
                 let mut v = Vec::new();
@@ -819,9 +860,16 @@ impl LocConf {
                             if self.on_failure() == OnFailure::Auto { "auto" } else { "redirect" }
                         ),
                     };
-                    let hint = if self.endpoint.is_none() { " (APIs: use \"oauth2_on_failure 401\")" } else { "" };
+                    let hint = if self.endpoint.is_none() {
+                        " (APIs: use \"oauth2_on_failure 401\")"
+                    } else {
+                        ""
+                    };
                     for (missing, name) in [
-                        (self.cookie_secret_file.is_none(), "oauth2_cookie_secret_file"),
+                        (
+                            self.cookie_secret_file.is_none(),
+                            "oauth2_cookie_secret_file",
+                        ),
                         (self.client_id.is_none(), "oauth2_client_id"),
                         (self.issuer.is_none(), "oauth2_issuer"),
                     ] {
@@ -861,12 +909,18 @@ impl LocConf {
         let (_, keys) = self.cookie_secret_file.as_ref()?;
         Some(SessionConf {
             keys: keys.clone(),
-            cookie_name: self.cookie_name.clone().unwrap_or_else(|| "oauth2_session".into()),
+            cookie_name: self
+                .cookie_name
+                .clone()
+                .unwrap_or_else(|| "oauth2_session".into()),
             cookie_domain: self.cookie_domain.clone(),
             cookie_path: self.cookie_path.clone().unwrap_or_else(|| "/".into()),
             samesite: self.cookie_samesite.unwrap_or("Lax"),
             secure: self.cookie_secure.unwrap_or(true),
-            lifetime: self.session_lifetime.unwrap_or(Duration::from_secs(8 * 3600)).as_secs(),
+            lifetime: self
+                .session_lifetime
+                .unwrap_or(Duration::from_secs(8 * 3600))
+                .as_secs(),
             refresh: self.refresh.unwrap_or(true),
         })
     }
@@ -935,11 +989,19 @@ unsafe extern "C" fn set_directive(
 ///
 /// # Safety
 /// `cf` must be the configuration being read, its `args` the directive's.
-unsafe fn run_setter(cf: *mut ngx_conf_t, name: &str, setter: Setter, conf: &mut LocConf) -> *mut c_char {
+unsafe fn run_setter(
+    cf: *mut ngx_conf_t,
+    name: &str,
+    setter: Setter,
+    conf: &mut LocConf,
+) -> *mut c_char {
     // SAFETY: by the contract above; cf->args holds ngx_str_t, the name first.
     let (raw, prefix): (&[ngx_str_t], String) = unsafe {
         let cfr = &*cf;
-        ((*cfr.args).as_slice(), (*cfr.cycle).conf_prefix.to_str().unwrap_or("").to_string())
+        (
+            (*cfr.args).as_slice(),
+            (*cfr.cycle).conf_prefix.to_str().unwrap_or("").to_string(),
+        )
     };
     let mut args = Vec::with_capacity(raw.len().saturating_sub(1));
     for a in &raw[1..] {
@@ -951,7 +1013,10 @@ unsafe fn run_setter(cf: *mut ngx_conf_t, name: &str, setter: Setter, conf: &mut
             }
         }
     }
-    let cx = ConfCtx { prefix: PathBuf::from(prefix), cf };
+    let cx = ConfCtx {
+        prefix: PathBuf::from(prefix),
+        cf,
+    };
     match setter(conf, &args, &cx) {
         Ok(()) => ngx::core::NGX_CONF_OK,
         Err(ConfError::Duplicate) => {
@@ -1049,16 +1114,32 @@ unsafe extern "C" fn provider_directive(
         let full = format!("oauth2_{name}");
         // SAFETY: COMMANDS is only read after nginx has loaded the module.
         let commands = unsafe { &*std::ptr::addr_of!(COMMANDS) };
-        let cmd = commands.iter().find(|c| c.name.to_str().ok() == Some(full.as_str()));
+        let cmd = commands
+            .iter()
+            .find(|c| c.name.to_str().ok() == Some(full.as_str()));
         let (Some(cmd), true) = (cmd, PROVIDER_DIRECTIVES.contains(&name)) else {
-            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "unknown directive \"{}\" in \"oauth2_provider\" block", name);
+            ngx_conf_log_error!(
+                NGX_LOG_EMERG,
+                cf,
+                "unknown directive \"{}\" in \"oauth2_provider\" block",
+                name
+            );
             return ngx::core::NGX_CONF_ERROR;
         };
         let n = raw.len() - 1;
         let t = cmd.type_ as u32;
-        let count_ok = if t & NGX_CONF_1MORE != 0 { n >= 1 } else { n == 1 };
+        let count_ok = if t & NGX_CONF_1MORE != 0 {
+            n >= 1
+        } else {
+            n == 1
+        };
         if !count_ok {
-            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "invalid number of arguments in \"{}\" directive", name);
+            ngx_conf_log_error!(
+                NGX_LOG_EMERG,
+                cf,
+                "invalid number of arguments in \"{}\" directive",
+                name
+            );
             return ngx::core::NGX_CONF_ERROR;
         }
         // SAFETY: `post` of our commands is a Setter (see `command!`).

@@ -88,7 +88,9 @@ pub fn delete_cookie(r: &mut Request, sc: &SessionConf, name: &str, lax: bool) {
 /// The session in a sealed cookie value, if it opens for this provider and
 /// is within its lifetime.
 pub fn open_session(sealed: &str, sc: &SessionConf, prov: &Prov) -> Option<Session> {
-    let raw = sc.keys.open_bound(Purpose::Session, &prov.binding, sealed)?;
+    let raw = sc
+        .keys
+        .open_bound(Purpose::Session, &prov.binding, sealed)?;
     let s = Session::from_json(&raw)?;
     if now() >= s.created.saturating_add(sc.lifetime) {
         return None;
@@ -218,7 +220,10 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
         }
     }
     let opened = sealed.as_deref().filter(|_| !foreign).and_then(|v| {
-        rt.provs.iter().enumerate().find_map(|(i, p)| open_session(v, sc, p).map(|s| (s, i)))
+        rt.provs
+            .iter()
+            .enumerate()
+            .find_map(|(i, p)| open_session(v, sc, p).map(|s| (s, i)))
     });
     let Some((s, i)) = opened else {
         let cookies = r.cookies();
@@ -226,7 +231,11 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
             if rt.provs.iter().any(|p| !p.name.is_empty()) {
                 // perhaps a session of a provider this location does not
                 // list: left to its own locations
-                ngx_log_error!(NGX_LOG_INFO, r.log(), "oauth2: no session for this location's providers");
+                ngx_log_error!(
+                    NGX_LOG_INFO,
+                    r.log(),
+                    "oauth2: no session for this location's providers"
+                );
             } else {
                 ngx_log_error!(NGX_LOG_INFO, r.log(), "oauth2: session cookie rejected");
                 clear_session(r, sc, &cookies);
@@ -340,7 +349,13 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
 
 /// A session due for a refresh that cannot be refreshed: valid until its
 /// access token expires, then gone.
-fn expiring(r: &mut Request, sc: &SessionConf, s: Arc<Session>, i: usize, t: u64) -> SessionOutcome {
+fn expiring(
+    r: &mut Request,
+    sc: &SessionConf,
+    s: Arc<Session>,
+    i: usize,
+    t: u64,
+) -> SessionOutcome {
     if t >= s.access_exp {
         clear_session(r, sc, &r.cookies());
         return SessionOutcome::None;
@@ -468,7 +483,10 @@ pub fn start_login(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) -> ngx_in
         delete_cookie(r, sc, &name, true);
     }
     // the state names its provider inside; the callback finds it there
-    let sealed = sc.keys.seal(Purpose::State, &serde_json::to_vec(&login).unwrap_or_default());
+    let sealed = sc.keys.seal(
+        Purpose::State,
+        &serde_json::to_vec(&login).unwrap_or_default(),
+    );
     let name = format!("{prefix}{}", &session::short_hash(&login.state)[..8]);
     set_cookie(r, sc, &name, &sealed, STATE_TTL, true);
     ngx_log_error!(

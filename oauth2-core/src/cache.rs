@@ -4,16 +4,24 @@
 //!
 //! A lookup hashes only the credential's length and its two ends (for a JWT:
 //! the end of its signature; for a sealed cookie: its nonce and its AES-GCM
-//! tag), so a hit costs no pass over a kilobyte of token. A hit counts only
+//! tag), so a hit costs no pass over a kilobyte of token. That hash is a
+//! keyed SipHash-1-3 (std's, keys drawn at random once per process): fast,
+//! and nobody can aim collisions at it; the map uses it as it is. A hit counts only
 //! when the stored credential equals the presented one byte for byte: a
 //! value that shares the ends but differs anywhere else is a miss, never
 //! someone else's entry.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::sync::OnceLock;
 
 use aws_lc_rs::digest;
 
 pub type Key = [u8; 32];
+
+/// The token cache's key: a keyed hash of the policy, the length and ends.
+pub type LookupKey = u64;
 
 /// A SHA-256 of a whole token for one validation policy (introspections in
 /// flight are deduplicated by it).
@@ -24,18 +32,40 @@ pub fn key(policy: u32, token: impl AsRef<[u8]>) -> Key {
     to_key(ctx.finish())
 }
 
-/// The lookup key of a credential for one policy: its length and its first
-/// and last `END` bytes.
-pub fn lookup_key(policy: u32, credential: &[u8]) -> Key {
+/// The lookup key of a credential for one policy: a keyed hash of its
+/// length and its first and last `END` bytes.
+pub fn lookup_key(policy: u32, credential: &[u8]) -> LookupKey {
     const END: usize = 48;
+    static KEYS: OnceLock<RandomState> = OnceLock::new();
     let head = &credential[..credential.len().min(END)];
     let tail = &credential[credential.len().saturating_sub(END)..];
-    let mut buf = [0u8; 12 + 2 * END];
-    buf[..4].copy_from_slice(&policy.to_le_bytes());
-    buf[4..12].copy_from_slice(&(credential.len() as u64).to_le_bytes());
-    buf[12..12 + head.len()].copy_from_slice(head);
-    buf[12 + END..12 + END + tail.len()].copy_from_slice(tail);
-    to_key(digest::digest(&digest::SHA256, &buf))
+    let mut h = KEYS.get_or_init(RandomState::new).build_hasher();
+    h.write_u32(policy);
+    h.write_usize(credential.len());
+    h.write(head);
+    h.write(tail);
+    h.finish()
+}
+
+/// The map's hasher: the lookup key is a keyed hash already.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // only u64 keys are hashed here; anything else is folded in
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 fn to_key(d: digest::Digest) -> Key {
@@ -60,8 +90,8 @@ struct Entry<V> {
 }
 
 pub struct TokenCache<V> {
-    map: HashMap<Key, Entry<V>>,
-    order: VecDeque<Key>,
+    map: HashMap<LookupKey, Entry<V>, BuildHasherDefault<KeyHasher>>,
+    order: VecDeque<LookupKey>,
     budget: usize,
     used: usize,
 }
@@ -71,7 +101,7 @@ impl<V: Clone> TokenCache<V> {
     /// keeps nothing.
     pub fn new(budget: usize) -> Self {
         TokenCache {
-            map: HashMap::new(),
+            map: HashMap::default(),
             order: VecDeque::new(),
             budget,
             used: 0,
@@ -124,7 +154,7 @@ impl<V: Clone> TokenCache<V> {
         }
     }
 
-    fn remove(&mut self, k: &Key) {
+    fn remove(&mut self, k: &LookupKey) {
         if let Some(e) = self.map.remove(k) {
             self.used -= entry_cost(e.credential.len());
         }

@@ -363,7 +363,8 @@ impl SessionCache {
     }
 
     pub fn insert(&mut self, binding: u32, sealed: &str, s: Arc<Session>, until: u64) {
-        self.0.insert(SESSION_POLICY, sealed.as_bytes(), (s, binding), until);
+        self.0
+            .insert(SESSION_POLICY, sealed.as_bytes(), (s, binding), until);
     }
 }
 

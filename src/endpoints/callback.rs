@@ -153,9 +153,7 @@ fn callback(r: &mut Request) -> Step {
                 },
             }
         }
-        Some(CallbackStep::Keys { login, tokens }) => {
-            finish_login(r, &rt, sc, login, tokens, true)
-        }
+        Some(CallbackStep::Keys { login, tokens }) => finish_login(r, &rt, sc, login, tokens, true),
         Some(CallbackStep::UserInfo {
             login,
             tokens,
@@ -284,9 +282,18 @@ fn callback_start(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) -> Step {
     };
     let Some(prov) = login_prov(rt, &login) else {
         let msg = "the login's provider is not one this callback serves";
-        return fail(r, 400, NGX_LOG_ERR, msg, "invalid or expired login state", back(&login));
+        return fail(
+            r,
+            400,
+            NGX_LOG_ERR,
+            msg,
+            "invalid or expired login state",
+            back(&login),
+        );
     };
-    let Some(client) = prov.client.as_ref() else { return Step::Done(500) };
+    let Some(client) = prov.client.as_ref() else {
+        return Step::Done(500);
+    };
     let t = now();
     if !session::ct_eq(login.state.as_bytes(), state.as_bytes()) || t > login.created + STATE_TTL {
         return fail(
@@ -424,8 +431,12 @@ fn finish_login(
     tokens: TokenResponse,
     refetched: bool,
 ) -> Step {
-    let Some(prov) = login_prov(rt, &login) else { return Step::Done(500) };
-    let Some(client) = prov.client.as_ref() else { return Step::Done(500) };
+    let Some(prov) = login_prov(rt, &login) else {
+        return Step::Done(500);
+    };
+    let Some(client) = prov.client.as_ref() else {
+        return Step::Done(500);
+    };
     let Some(id_token) = tokens.id_token.clone() else {
         let msg = "the token response has no id_token (is \"openid\" in oauth2_scope?)";
         return fail(
@@ -557,8 +568,12 @@ fn complete(
     claims: Claims,
     userinfo: Option<Claims>,
 ) -> Step {
-    let Some(prov) = login_prov(rt, &login) else { return Step::Done(500) };
-    let Some(client) = prov.client.as_ref() else { return Step::Done(500) };
+    let Some(prov) = login_prov(rt, &login) else {
+        return Step::Done(500);
+    };
+    let Some(client) = prov.client.as_ref() else {
+        return Step::Done(500);
+    };
     let t = now();
     // keep only what UserInfo adds (the ID token's claims win anyway): the
     // cookie stays small

@@ -24,7 +24,9 @@ pub fn handler(r: &mut Request) -> ngx_int_t {
     r.discard_body();
     // the session and its provider (the sign-out ends it there)
     let found = sealed_session(r, sc).and_then(|v| {
-        rt.provs.iter().find_map(|p| open_session(&v, sc, p).map(|s| (s, p.clone())))
+        rt.provs
+            .iter()
+            .find_map(|p| open_session(&v, sc, p).map(|s| (s, p.clone())))
     });
     let prov = match &found {
         Some((_, p)) => Some(p.clone()),
@@ -39,8 +41,13 @@ pub fn handler(r: &mut Request) -> ngx_int_t {
     }
     ngx_log_error!(NGX_LOG_INFO, r.log(), "oauth2: signed out");
     let end_session = prov.as_ref().and_then(|p| {
-        with_worker(|w| w.providers[p.index].metadata.as_ref().and_then(|m| m.end_session_endpoint.clone()))
-            .flatten()
+        with_worker(|w| {
+            w.providers[p.index]
+                .metadata
+                .as_ref()
+                .and_then(|m| m.end_session_endpoint.clone())
+        })
+        .flatten()
     });
     if let (Some(ep), Some(client)) = (end_session, prov.as_ref().and_then(|p| p.client.as_ref())) {
         if let Ok(mut u) = url::Url::parse(&ep) {
