@@ -29,7 +29,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 if ! command -v cargo >/dev/null; then
-    echo "cargo not found: install a Rust toolchain (https://rustup.rs), 1.81 or newer" >&2
+    echo "cargo not found: install a Rust toolchain (https://rustup.rs), 1.85 or newer" >&2
     exit 1
 fi
 node_major=$(node -p 'process.versions.node.split(".")[0]')

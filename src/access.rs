@@ -76,8 +76,7 @@ pub fn handler(r: &mut Request) -> Status {
     if !r.is_main() {
         return Status::NGX_DECLINED;
     }
-    #[cfg(feature = "test-hooks")]
-    if r.header_in("X-Oauth2-Test-Panic").is_some() {
+    if crate::test_hooks() && r.header_in("X-Oauth2-Test-Panic").is_some() {
         panic!("forced by the X-Oauth2-Test-Panic test hook");
     }
     let Some(lc) = Module::location_conf(r) else {

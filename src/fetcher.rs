@@ -25,11 +25,10 @@ const MAX_DOCUMENT: usize = 1024 * 1024;
 /// Retry delays while the provider is down are capped at this.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// A test-only misbehaviour of one job (set by the glue only in builds with
-/// the `test-hooks` feature): the fetcher's own failures, which no real
-/// provider can cause.
+/// A test-only misbehaviour of one job (set by the glue only where test
+/// hooks are on, see `test_hooks` in lib.rs): the fetcher's own failures,
+/// which no real provider can cause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
 pub enum Hook {
     /// The job's task panics.
     Panic,

@@ -326,7 +326,10 @@ impl RequestExt for Request {
             };
             (*h).value = v;
             (*h).lowcase_key = ptr::null_mut();
-            (*h).next = ptr::null_mut();
+            #[cfg(ngx_table_elt_next)]
+            {
+                (*h).next = ptr::null_mut();
+            }
             h
         }
     }

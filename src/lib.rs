@@ -32,6 +32,15 @@ pub(crate) fn module() -> &'static ngx_module_t {
     unsafe { &*std::ptr::addr_of!(ngx_http_oauth2_module) }
 }
 
+/// Test hooks (request headers that make the module fail on purpose, for
+/// the t/ suite) are on only in a worker whose environment has
+/// `NGX_OAUTH2_TEST_HOOKS=1`, which nginx passes to workers only when the
+/// configuration says `env NGX_OAUTH2_TEST_HOOKS;`. Read once per worker.
+pub(crate) fn test_hooks() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("NGX_OAUTH2_TEST_HOOKS").is_ok_and(|v| v == "1"))
+}
+
 /// Run `f`, turning a panic into `fallback`: a Rust panic must never unwind
 /// into nginx's C frames.
 pub(crate) fn guard<R>(fallback: R, f: impl FnOnce() -> R) -> R {

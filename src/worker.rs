@@ -513,17 +513,14 @@ pub fn timed_out(c: Check) -> bool {
 }
 
 /// The fetcher misbehaviour a test asks for with `X-Oauth2-Test-Fetcher:
-/// panic | stall` (builds with the `test-hooks` feature only).
-#[cfg(feature = "test-hooks")]
+/// panic | stall` (only where test hooks are on, see `crate::test_hooks`).
 pub fn test_hook(r: &Request) -> Option<Hook> {
+    if !crate::test_hooks() {
+        return None;
+    }
     match r.header_in("X-Oauth2-Test-Fetcher")? {
         "panic" => Some(Hook::Panic),
         "stall" => Some(Hook::Stall),
         _ => None,
     }
-}
-
-#[cfg(not(feature = "test-hooks"))]
-pub fn test_hook(_: &Request) -> Option<Hook> {
-    None
 }

@@ -54,6 +54,9 @@ sub import {
 }
 
 my $TOP = abs_path(dirname(__FILE__) . '/../..');
+# the module's test hooks (request headers that make it fail on purpose) are
+# on in workers that get this variable (the config passes it with "env")
+$ENV{NGX_OAUTH2_TEST_HOOKS} = 1;
 my ($NGINX, $MODULE) = find_binaries();
 my $ROOT = "$TOP/t/servroot-" . ($ENV{TEST_NGINX_SERVROOT_SUFFIX} // $$);
 my ($op_pid, $op_port, $op_state);
@@ -277,6 +280,7 @@ sub write_conf {
     open my $f, '>', "$ROOT/conf/nginx.conf" or die $!;
     print $f <<"EOF";
 load_module $MODULE;
+env NGX_OAUTH2_TEST_HOOKS;
 daemon off;
 master_process on;
 worker_processes 1;
@@ -314,7 +318,11 @@ sub nginx_t_text {
 
 sub nginx_test_config {
     my $out = `'$NGINX' -t -p '$ROOT/' -c conf/nginx.conf 2>&1`;
-    return ($? == 0, $out);
+    my $ok = $? == 0;
+    # an nginx built with --error-log-path=stderr (Debian's) words the lines
+    # of -t as its error log does ("[emerg] PID#TID: ..."): one form for both
+    $out =~ s/\[(\w+)\] \d+#\d+: (?:\*\d+ )?/[$1] /g;
+    return ($ok, $out);
 }
 
 sub nginx_start {
