@@ -16,6 +16,7 @@ use oauth2_core::decide::{self, Action, Candidate, RequestFacts, UnknownKid};
 use oauth2_core::flights::IntrospectStep;
 use oauth2_core::introspection::{self, IntrospectionError};
 use oauth2_core::jwt::{self, Claims};
+use oauth2_core::metrics;
 use oauth2_core::waits::{Check, WaitFor};
 use oauth2_core::Rejection;
 
@@ -72,7 +73,60 @@ fn unavailable(r: &mut Request, lc: &LocConf, retry_after: u64) -> Status {
     apply(r, lc, Action::Unavailable { retry_after })
 }
 
+/// The access phase: decide, then count the decision (the status figures).
 pub fn handler(r: &mut Request) -> Status {
+    let st = decide(r);
+    count(r, st.0);
+    st
+}
+
+/// Count a decision in this worker's slot: its result, and why it was not
+/// allowed, under the provider that decided.
+fn count(r: &mut Request, st: ngx_int_t) {
+    let result = match st {
+        0 => metrics::ALLOWED, // NGX_OK
+        401 => metrics::UNAUTHENTICATED,
+        403 => metrics::FORBIDDEN,
+        302 => metrics::REDIRECTED,
+        503 => metrics::UNAVAILABLE,
+        x if x == Status::NGX_DECLINED.0 => metrics::PASSED,
+        _ => return,
+    };
+    if !r.is_main() {
+        return;
+    }
+    let Some(lc) = Module::location_conf(r) else {
+        return;
+    };
+    let Some(rt) = lc.runtime.as_deref() else {
+        return;
+    };
+    if lc.endpoint.is_some() {
+        return;
+    }
+    let (prov, reason) = match r.ctx() {
+        Some(c) => (
+            c.prov_index.unwrap_or(rt.provs[0].index),
+            c.error
+                .map(metrics::rejection_index)
+                .or(c.denied.map(metrics::reason_index)),
+        ),
+        None => (rt.provs[0].index, None),
+    };
+    with_worker(|w| {
+        if let Some(s) = &w.stats {
+            s.result(prov, result);
+            if let (Some(i), false) = (
+                reason,
+                result == metrics::ALLOWED || result == metrics::PASSED,
+            ) {
+                s.reason(prov, i);
+            }
+        }
+    });
+}
+
+fn decide(r: &mut Request) -> Status {
     if !r.is_main() {
         return Status::NGX_DECLINED;
     }
@@ -102,7 +156,17 @@ pub fn handler(r: &mut Request) -> Status {
         let check = w.check(r);
         let hit = match (check, &candidate) {
             (Check::StillParked(_), _) => None,
-            (_, Candidate::Token(t)) => w.cache.get(rt.cache_id, t, now),
+            (_, Candidate::Token(t)) => {
+                let hit = w.cache.get(rt.cache_id, t, now);
+                if check == Check::Fresh {
+                    w.count(if hit.is_some() {
+                        metrics::CACHE_HITS
+                    } else {
+                        metrics::CACHE_MISSES
+                    });
+                }
+                hit
+            }
             _ => None,
         };
         (check, hit)
@@ -259,6 +323,7 @@ fn authorized(
     ctx.method = method;
     ctx.token = Some(token);
     ctx.claims = Some(claims);
+    ctx.prov_index = Some(rt.provs[prov].index);
     ctx.error = None;
     // SAFETY: the name lives in the configuration, which outlives every
     // request it serves (nginx frees a cycle's configuration only after its
@@ -319,6 +384,9 @@ fn bearer(
         Err(why) => return reject(r, lc, why, 1),
     };
     let prov = rt.provs[pi].clone();
+    if let Some(c) = r.ctx_mut() {
+        c.prov_index = Some(prov.index);
+    }
     let introspect = match prov.token_validation {
         TokenValidation::Jwt => false,
         TokenValidation::Introspection => true,
@@ -346,8 +414,7 @@ fn bearer(
         match jwt::validate_access_token(token, &refs, &prov.policy, now) {
             Ok(v) => {
                 let claims = Arc::new(v.claims);
-                w.cache
-                    .insert(rt.cache_id, raw_token, claims.clone(), v.exp);
+                w.cache_insert(rt.cache_id, raw_token, claims.clone(), v.exp);
                 Outcome::Valid(claims)
             }
             Err(Rejection::UnknownKey) => {
@@ -408,6 +475,9 @@ fn introspection_step(
         }
         IntrospectStep::Answer(Err(e)) => {
             ngx_log_error!(NGX_LOG_WARN, r.log(), "oauth2: introspection failed: {}", e);
+            if let Some(s) = &w.stats {
+                s.introspection(prov.index, true);
+            }
             Outcome::Invalid(Rejection::ProviderUnavailable, 5)
         }
         IntrospectStep::Answer(Ok((status, body))) => {
@@ -415,8 +485,7 @@ fn introspection_step(
                 Ok((claims, exp)) => {
                     let claims = Arc::new(claims);
                     let until = exp.unwrap_or(now + 60).min(now + 3600);
-                    w.cache
-                        .insert(rt.cache_id, token.as_bytes(), claims.clone(), until);
+                    w.cache_insert(rt.cache_id, token.as_bytes(), claims.clone(), until);
                     Outcome::Valid(claims)
                 }
                 Err(IntrospectionError::Rejected(why)) => {
@@ -424,6 +493,9 @@ fn introspection_step(
                     Outcome::Invalid(why, 1)
                 }
                 Err(IntrospectionError::Provider(msg)) => {
+                    if let Some(s) = &w.stats {
+                        s.introspection(prov.index, true);
+                    }
                     ngx_log_error!(
                         NGX_LOG_WARN,
                         r.log(),
@@ -460,9 +532,15 @@ fn introspection_step(
             ) {
                 Ok(job) => {
                     w.introspections.started(key, job);
+                    if let Some(s) = &w.stats {
+                        s.introspection(prov.index, false);
+                    }
                     park(w, r, prov.index, WaitFor::Job(job))
                 }
                 Err(e) => {
+                    if let Some(s) = &w.stats {
+                        s.introspection(prov.index, true);
+                    }
                     ngx_log_error!(NGX_LOG_WARN, r.log(), "oauth2: introspection failed: {}", e);
                     Outcome::Invalid(Rejection::ProviderUnavailable, 5)
                 }

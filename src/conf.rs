@@ -81,6 +81,7 @@ pub struct LocConf {
 pub enum Endpoint {
     Callback,
     SignOut,
+    Status,
 }
 
 /// A secret that never prints itself.
@@ -222,6 +223,10 @@ pub struct MainConf {
     named: Vec<(String, LocConf)>,
     /// Every provider built (flat and named), for the callback.
     pub provs: Vec<Arc<Prov>>,
+    /// An `oauth2_status` location exists.
+    pub has_status: bool,
+    /// The status zone (shm.rs), made at postconfiguration.
+    pub status_zone: Option<std::ptr::NonNull<ngx::ffi::ngx_shm_zone_t>>,
 }
 
 pub const DEFAULT_TOKEN_CACHE: usize = 8 * 1024 * 1024;
@@ -799,6 +804,12 @@ impl LocConf {
         if let Some(n) = self.token_cache {
             main.cache_bytes = Some(main.cache_bytes.map_or(n, |m| m.max(n)));
         }
+        if self.endpoint == Some(Endpoint::Status) {
+            // a content handler of its own: no provider, no session
+            main.has_status = true;
+            self.runtime = None;
+            return Ok(());
+        }
         let auth = self.endpoint.is_none() && matches!(self.auth, Some(Auth::On | Auth::Named(_)));
         if !auth && self.endpoint.is_none() {
             self.runtime = None;
@@ -1159,12 +1170,12 @@ unsafe extern "C" fn set_endpoint(
     crate::guard(ngx::core::NGX_CONF_ERROR, || {
         // SAFETY: nginx passes our command, our LocConf and the configuration.
         let (cmd, conf) = unsafe { (&*cmd, &mut *(conf as *mut LocConf)) };
-        let (ep, handler): (Endpoint, ngx::ffi::ngx_http_handler_pt) =
-            if cmd.name.as_bytes() == b"oauth2_callback" {
-                (Endpoint::Callback, Some(crate::content_handler))
-            } else {
-                (Endpoint::SignOut, Some(crate::content_handler))
-            };
+        let ep = match cmd.name.as_bytes() {
+            b"oauth2_callback" => Endpoint::Callback,
+            b"oauth2_sign_out" => Endpoint::SignOut,
+            _ => Endpoint::Status,
+        };
+        let handler: ngx::ffi::ngx_http_handler_pt = Some(crate::content_handler);
         if conf.endpoint.is_some() {
             ngx_conf_log_error!(
                 NGX_LOG_EMERG,
@@ -1216,7 +1227,7 @@ macro_rules! endpoint {
     };
 }
 
-pub static mut COMMANDS: [ngx_command_t; 36] = [
+pub static mut COMMANDS: [ngx_command_t; 37] = [
     command!("oauth2_issuer", NGX_CONF_TAKE1, set_issuer),
     command!("oauth2_jwks_uri", NGX_CONF_TAKE1, set_jwks_uri),
     command!("oauth2_jwks_file", NGX_CONF_TAKE1, set_jwks_file),
@@ -1291,5 +1302,6 @@ pub static mut COMMANDS: [ngx_command_t; 36] = [
     },
     endpoint!("oauth2_callback"),
     endpoint!("oauth2_sign_out"),
+    endpoint!("oauth2_status"),
     ngx_command_t::empty(),
 ];

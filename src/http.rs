@@ -43,6 +43,8 @@ pub struct Ctx {
     /// The provider that authenticated it (`$oauth2_provider`; empty for
     /// the flat directives' provider).
     pub provider: &'static str,
+    /// The worker state of the provider that decided (the status figures).
+    pub prov_index: Option<usize>,
     pub claims: Option<Arc<Claims>>,
     pub token: Option<Token>,
     /// Why the request is not authenticated (`$oauth2_error`).
@@ -109,6 +111,8 @@ pub trait RequestExt {
     /// A small HTML page with a status, from a content handler; the text is
     /// escaped; `link`: a same-origin path to go on to ("Continue").
     fn send_page(&mut self, status: u16, text: &str, link: Option<&str>) -> ngx_int_t;
+    /// A whole response from a content handler: status, type, body (not cached).
+    fn send_body(&mut self, status: u16, content_type: &'static str, body: &str) -> ngx_int_t;
     fn discard_body(&mut self);
     /// Call `cleanup(data)` when the request's pool goes.
     fn on_pool_cleanup(&mut self, cleanup: ngx_pool_cleanup_pt, data: *mut c_void) -> bool;
@@ -400,9 +404,13 @@ impl RequestExt for Request {
             "<html>\n<head><title>{title}</title></head>\n<body>\n<center><h1>{title}</h1></center>\n<p>{}</p>\n{link}</body>\n</html>\n",
             html_escape(text)
         );
+        self.send_body(status, "text/html; charset=utf-8", &body)
+    }
+
+    fn send_body(&mut self, status: u16, content_type: &'static str, body: &str) -> ngx_int_t {
         self.discard_body();
         self.push_header("Cache-Control", "no-store");
-        let ct = "text/html; charset=utf-8";
+        let ct = content_type;
         let raw = self.raw();
         // SAFETY: headers_out of a live request; the static str outlives it.
         unsafe {
@@ -418,7 +426,7 @@ impl RequestExt for Request {
         if rc == Status::NGX_ERROR || rc.0 > 0 || self.header_only() {
             return rc.0;
         }
-        let Some(mut buf) = self.pool().create_buffer_from_str(&body) else {
+        let Some(mut buf) = self.pool().create_buffer_from_str(body) else {
             return Status::NGX_ERROR.0;
         };
         use ngx::core::Buffer;

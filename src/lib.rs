@@ -21,6 +21,7 @@ mod endpoints; // content handlers: callback, sign_out
 mod fetcher; // the fetcher thread (no nginx types)
 mod http; // request helpers and their unsafe (RequestExt)
 mod session; // session cookies, refresh, the start of the login
+mod shm; // the status zone: one slot of figures per worker
 mod variables; // $oauth2_* variables
 mod worker; // per-worker state, wait registry, wake-up, deadlines // directives and merge
 
@@ -85,6 +86,17 @@ impl HttpModule for Module {
             }
             // SAFETY: h points at the new array slot.
             unsafe { *h = Some(access::access_handler) };
+            // SAFETY: cf is the valid configuration being read.
+            if let Some(main) = unsafe { Module::main_conf_mut(&*cf) } {
+                if !main.providers.is_empty() || main.has_status {
+                    // SAFETY: cf as above; the tag is this module's static.
+                    let tag = std::ptr::addr_of_mut!(ngx_http_oauth2_module).cast();
+                    main.status_zone = unsafe { shm::add_zone(cf, tag) };
+                    if main.status_zone.is_none() {
+                        return Status::NGX_ERROR.0;
+                    }
+                }
+            }
             Status::NGX_OK.0
         })
     }
@@ -118,7 +130,9 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         if main.providers.is_empty() {
             return Status::NGX_OK.0;
         }
-        if let Err(e) = worker::init_worker(cycle, &main.providers, main.cache_bytes()) {
+        if let Err(e) =
+            worker::init_worker(cycle, &main.providers, main.cache_bytes(), main.status_zone)
+        {
             // SAFETY: valid cycle log.
             let log = unsafe { (*cycle).log };
             ngx_log_error!(NGX_LOG_EMERG, log, "oauth2: {}", e);
@@ -142,6 +156,7 @@ pub(crate) unsafe extern "C" fn content_handler(r: *mut ngx::ffi::ngx_http_reque
         match Module::location_conf(req).and_then(|lc| lc.endpoint) {
             Some(conf::Endpoint::Callback) => endpoints::callback::handler(r),
             Some(conf::Endpoint::SignOut) => endpoints::sign_out::handler(req),
+            Some(conf::Endpoint::Status) => endpoints::status::handler(req),
             None => ngx::ffi::NGX_HTTP_NOT_FOUND as ngx_int_t,
         }
     })

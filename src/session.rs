@@ -13,6 +13,7 @@ use ngx::{ngx_log_debug_http, ngx_log_error};
 use oauth2_core::flights::{RefreshError, RefreshStep};
 use oauth2_core::keys::Metadata;
 use oauth2_core::login::{self, ClientAuth};
+use oauth2_core::metrics;
 use oauth2_core::session::{self, LoginState as Login, Purpose, Session};
 use oauth2_core::waits::WaitFor;
 
@@ -489,6 +490,7 @@ pub fn start_login(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) -> ngx_in
     );
     let name = format!("{prefix}{}", &session::short_hash(&login.state)[..8]);
     set_cookie(r, sc, &name, &sealed, STATE_TTL, true);
+    with_worker(|w| w.count(metrics::LOGINS_STARTED));
     ngx_log_error!(
         NGX_LOG_INFO,
         r.log(),

@@ -34,6 +34,8 @@ use oauth2_core::FetchError;
 
 use crate::fetcher::{Fetcher, Hook, Job, Msg, Update};
 use crate::http::{post_request, RawRequest, RequestExt};
+use crate::shm::Stats;
+use oauth2_core::metrics;
 
 /// Introspection calls in flight per worker; more get `503`.
 pub const MAX_INTROSPECTIONS: usize = 32;
@@ -58,6 +60,8 @@ pub struct ProviderRt {
     /// Did the last fetch succeed?
     pub last_ok: bool,
     throttle: RefetchThrottle,
+    /// When this worker first saw each `kid` (the status shows key ages).
+    first_seen: HashMap<String, u64>,
 }
 
 impl ProviderRt {
@@ -86,6 +90,8 @@ pub struct Worker {
     pub sessions: SessionCache,
     /// States already used at the callback (replay protection), until expiry.
     pub used_states: HashMap<String, u64>,
+    /// This worker's figures (the status zone).
+    pub stats: Option<Stats>,
     conn: *mut ngx_connection_t,
     timer: Box<ngx_event_t>,
     log: *mut ngx_log_t,
@@ -170,6 +176,23 @@ impl Worker {
         self.arm_timer();
     }
 
+    /// Keep a validated token (and count what the cache did).
+    pub fn cache_insert(&mut self, id: u32, credential: &[u8], claims: Arc<Claims>, exp: u64) {
+        let evicted = self.cache.insert(id, credential, claims, exp);
+        if let Some(s) = &self.stats {
+            s.add_n(metrics::CACHE_EVICTIONS, evicted as u64);
+            s.set(metrics::CACHE_ENTRIES, self.cache.len() as u64);
+        }
+    }
+
+    /// Count one of the figures of `oauth2_core::metrics::GLOBAL`.
+    #[inline]
+    pub fn count(&self, g: usize) {
+        if let Some(s) = &self.stats {
+            s.add(g);
+        }
+    }
+
     /// Send a POST to the provider; its answer wakes the requests parked on
     /// `WaitFor::Job(id)` and goes to the job's owner (refreshes,
     /// introspections) or, for the callback, to `take_job_result`.
@@ -213,8 +236,13 @@ impl Worker {
         self.fetcher.as_ref().is_some_and(|f| f.refetch(provider))
     }
 
-    /// Keep the deadline timer at the earliest deadline, or off.
+    /// Keep the deadline timer at the earliest deadline, or off (and the
+    /// parked-requests figure up to date: every change of the registry
+    /// comes through here).
     fn arm_timer(&mut self) {
+        if let Some(s) = &self.stats {
+            s.set(metrics::PARKED, self.waits.parked() as u64);
+        }
         let ev: *mut ngx_event_t = &mut *self.timer;
         // SAFETY: the timer event lives in this worker state (boxed, so it
         // does not move) and is removed from the timer tree before it is
@@ -252,6 +280,20 @@ impl Worker {
             Msg::Keys(u) => {
                 let (provider, forced) = (u.provider, u.forced);
                 apply_update(self.log, &mut self.providers[provider], u);
+                if let Some(s) = &self.stats {
+                    let p = &self.providers[provider];
+                    let keys: Vec<(String, u64)> = p
+                        .keys
+                        .iter()
+                        .flat_map(|k| k.keys.iter())
+                        .filter_map(|k| k.kid.clone())
+                        .map(|kid| {
+                            let at = p.first_seen.get(&kid).copied().unwrap_or(0);
+                            (kid, at)
+                        })
+                        .collect();
+                    s.provider(provider, p.last_ok, ngx_time() as u64, &keys);
+                }
                 let rs = self.waits.provider_updated(provider, forced);
                 self.wake(rs, "provider update");
             }
@@ -261,7 +303,11 @@ impl Worker {
                     ngx_log_debug!(mask: ngx::log::DebugMask::Http, self.log, "oauth2: job {} failed: {}", id, e);
                 }
                 if self.refreshes.owns(id) {
-                    self.refreshes.finished(id, result, ngx_time() as u64);
+                    match self.refreshes.finished(id, result, ngx_time() as u64) {
+                        Some(true) => self.count(metrics::REFRESHES),
+                        Some(false) => self.count(metrics::REFRESH_FAILURES),
+                        None => {}
+                    }
                 } else if self.introspections.owns(id) {
                     self.introspections.finished(id, result, waited);
                 } else if waited {
@@ -280,6 +326,7 @@ pub fn init_worker(
     cycle: *mut ngx_cycle_t,
     specs: &[ProviderSpec],
     cache_bytes: usize,
+    status_zone: Option<std::ptr::NonNull<ngx::ffi::ngx_shm_zone_t>>,
 ) -> Result<(), String> {
     // SAFETY: cycle is the worker's valid cycle.
     let log = unsafe { (*cycle).log };
@@ -338,6 +385,7 @@ pub fn init_worker(
             retry_in: 1,
             last_ok: !spec.needs_network(),
             throttle: RefetchThrottle::default(),
+            first_seen: HashMap::new(),
         })
         .collect();
     // SAFETY: an all-zero ngx_event_t is its "not set" state (as nginx's
@@ -349,6 +397,8 @@ pub fn init_worker(
     // not cancelable: a worker that exits gracefully waits for its parked
     // requests to get their answer (the timer exists only while some wait)
     timer.set_cancelable(0);
+    let names: Vec<String> = specs.iter().map(|s| s.name().to_string()).collect();
+    let stats = Stats::for_worker(status_zone, &names);
     WORKER.with(|w| {
         *w.borrow_mut() = Some(Worker {
             providers,
@@ -361,6 +411,7 @@ pub fn init_worker(
             cache: TokenCache::new(cache_bytes),
             sessions: SessionCache::new(cache_bytes),
             used_states: HashMap::new(),
+            stats,
             conn,
             timer,
             log,
@@ -478,6 +529,10 @@ fn apply_update(log: *mut ngx_log_t, p: &mut ProviderRt, u: Update) {
                 );
             }
             p.metadata = metadata.or(p.metadata.take());
+            let now = ngx_time() as u64;
+            for kid in keys.keys.iter().filter_map(|k| k.kid.as_ref()) {
+                p.first_seen.entry(kid.clone()).or_insert(now);
+            }
             p.keys = Some(Arc::new(keys));
             p.state = KeyState::Ready;
         }

@@ -123,11 +123,13 @@ impl<V: Clone> TokenCache<V> {
         None
     }
 
-    pub fn insert(&mut self, policy: u32, credential: &[u8], value: V, exp: u64) {
+    /// Keep a value; returns how many entries were evicted to make room.
+    pub fn insert(&mut self, policy: u32, credential: &[u8], value: V, exp: u64) -> usize {
         let cost = entry_cost(credential.len());
         if cost > self.budget {
-            return;
+            return 0;
         }
+        let mut evicted = 0;
         let k = lookup_key(policy, credential);
         let e = Entry {
             credential: credential.into(),
@@ -142,7 +144,11 @@ impl<V: Clone> TokenCache<V> {
         self.used += cost;
         while self.used > self.budget {
             match self.order.pop_front() {
-                Some(old) => self.remove(&old),
+                Some(old) => {
+                    if self.remove(&old) {
+                        evicted += 1;
+                    }
+                }
                 None => break,
             }
         }
@@ -152,11 +158,16 @@ impl<V: Clone> TokenCache<V> {
             let map = &self.map;
             self.order.retain(|k| map.contains_key(k));
         }
+        evicted
     }
 
-    fn remove(&mut self, k: &LookupKey) {
-        if let Some(e) = self.map.remove(k) {
-            self.used -= entry_cost(e.credential.len());
+    fn remove(&mut self, k: &LookupKey) -> bool {
+        match self.map.remove(k) {
+            Some(e) => {
+                self.used -= entry_cost(e.credential.len());
+                true
+            }
+            None => false,
         }
     }
 

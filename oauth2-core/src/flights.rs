@@ -125,18 +125,19 @@ impl Refreshes {
     }
 
     /// Record a finished job's outcome, whether or not anyone still waits
-    /// for it. False when the job is not a refresh.
-    pub fn finished(&mut self, job: JobId, res: JobResult, now: u64) -> bool {
-        let Some(key) = self.by_job.remove(&job) else {
-            return false;
-        };
+    /// for it: whether the refresh brought new tokens; `None` when the job
+    /// is not a refresh (in flight).
+    pub fn finished(&mut self, job: JobId, res: JobResult, now: u64) -> Option<bool> {
+        let key = self.by_job.remove(&job)?;
         if let Some(Refresh::InFlight { job: j, old, .. }) = self.entries.get(&key) {
             if *j == job {
                 let outcome = refreshed_session(old, res, now);
+                let ok = outcome.is_ok();
                 self.entries.insert(key, Refresh::Done { outcome, at: now });
+                return Some(ok);
             }
         }
-        true
+        Some(false)
     }
 
     /// Every request waiting for this refresh passed its deadline: the job
@@ -320,11 +321,8 @@ mod tests {
         r.started("k".into(), 7, session("rt1"), 100);
         assert_eq!(r.step("k", 101), RefreshStep::Wait(7));
         // every waiter is gone (timed out, client closed); the job still ends
-        assert!(r.finished(
-            7,
-            ok(r#"{"access_token":"new","expires_in":300,"refresh_token":"rt2"}"#),
-            102
-        ));
+        let res = ok(r#"{"access_token":"new","expires_in":300,"refresh_token":"rt2"}"#);
+        assert_eq!(r.finished(7, res, 102), Some(true));
         // the next request with the old cookie uses the outcome, no new job
         match r.step("k", 103) {
             RefreshStep::Outcome(Ok(s)) => {
@@ -338,7 +336,7 @@ mod tests {
         // reused for a minute, then forgotten
         assert_eq!(r.step("k", 102 + Refreshes::REUSE_SECS), RefreshStep::Start);
         assert!(r.is_empty());
-        assert!(!r.finished(99, ok("{}"), 0), "not a refresh job");
+        assert_eq!(r.finished(99, ok("{}"), 0), None, "not a refresh job");
     }
 
     #[test]
@@ -347,7 +345,10 @@ mod tests {
         r.started("a".into(), 1, session("x"), 0);
         r.started("b".into(), 2, session("y"), 0);
         r.started("c".into(), 3, session("z"), 0);
-        r.finished(1, Ok((400, br#"{"error":"invalid_grant"}"#.to_vec())), 1);
+        assert_eq!(
+            r.finished(1, Ok((400, br#"{"error":"invalid_grant"}"#.to_vec())), 1),
+            Some(false)
+        );
         r.finished(2, Err(FetchError::NotRunning), 1);
         r.finished(3, Ok((503, b"busy".to_vec())), 1);
         let out = |r: &mut Refreshes, k| match r.step(k, 2) {
@@ -368,7 +369,7 @@ mod tests {
         r.started("k".into(), 1, session("x"), 0);
         assert_eq!(r.step("k", Refreshes::STALE_SECS), RefreshStep::Start);
         // its late answer is no longer anyone's
-        assert!(!r.finished(1, ok("{}"), Refreshes::STALE_SECS + 1));
+        assert_eq!(r.finished(1, ok("{}"), Refreshes::STALE_SECS + 1), None);
     }
 
     #[test]

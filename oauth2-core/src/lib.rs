@@ -14,6 +14,7 @@ pub mod introspection;
 pub mod jwt;
 pub mod keys;
 pub mod login;
+pub mod metrics;
 pub mod provider;
 pub mod session;
 pub mod waits;

@@ -17,6 +17,7 @@ use ngx::ngx_log_error;
 use oauth2_core::decide::{self, UnknownKid};
 use oauth2_core::jwt::Claims;
 use oauth2_core::login::{self, CallbackStep, TokenResponse};
+use oauth2_core::metrics;
 use oauth2_core::session::{self, joined_claims, LoginState as Login, Purpose, Session};
 use oauth2_core::waits::{Check, WaitFor};
 use oauth2_core::{Rejection, TokenEndpointError};
@@ -606,6 +607,7 @@ fn complete(
         );
     }
     ngx_log_error!(NGX_LOG_INFO, r.log(), "oauth2: login completed");
+    with_worker(|w| w.count(metrics::LOGINS_COMPLETED));
     let target = if session::safe_return_path(&login.return_to) {
         login.return_to
     } else {

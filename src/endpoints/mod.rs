@@ -3,3 +3,4 @@
 
 pub mod callback;
 pub mod sign_out;
+pub mod status;

@@ -40,6 +40,7 @@ pub fn handler(r: &mut Request) -> ngx_int_t {
         delete_cookie(r, sc, k, true);
     }
     ngx_log_error!(NGX_LOG_INFO, r.log(), "oauth2: signed out");
+    with_worker(|w| w.count(oauth2_core::metrics::LOGOUTS_SIGN_OUT));
     let end_session = prov.as_ref().and_then(|p| {
         with_worker(|w| {
             w.providers[p.index]

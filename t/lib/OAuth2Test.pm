@@ -21,6 +21,7 @@ package OAuth2Test;
 #   --- setup            perl code run before nginx starts
 #   --- test             perl code run after nginx starts (eval-able helpers)
 #   --- wait             seconds to sleep before checking the error log
+#   --- workers          worker_processes (default 1)
 # Every block also fails on [alert], [crit], [emerg] or a worker that died
 # (--- allow_alert lets the panic-guard test have its one expected alert).
 #
@@ -277,13 +278,14 @@ sub write_conf {
     my $main = subst($block->main_config);
     my $httpc = subst($block->http_config);
     my $conf = subst($block->config);
+    my $workers = defined $block->workers ? (lines($block->workers))[0] : 1;
     open my $f, '>', "$ROOT/conf/nginx.conf" or die $!;
     print $f <<"EOF";
 load_module $MODULE;
 env NGX_OAUTH2_TEST_HOOKS;
 daemon off;
 master_process on;
-worker_processes 1;
+worker_processes $workers;
 error_log logs/error.log info;
 pid logs/nginx.pid;
 $main
