@@ -214,6 +214,8 @@ p99() { awk '$1 == "99%" {print $2}' "$1"; }
 median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 to_ms() { awk '{v = $1; if (v ~ /us$/) {sub(/us/, "", v); v /= 1000} else if (v ~ /ms$/) {sub(/ms/, "", v)} else if (v ~ /s$/) {sub(/s/, "", v); v *= 1000} printf "%.2f\n", v}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+# worker CPU the scenario costs beyond the ceiling, per request (µs): 1/r − 1/C
+cost_us() { awk -v r="$1" -v c="$2" 'BEGIN { if (r > 0 && c > 0) printf "%.2f µs", 1e6 / r - 1e6 / c; else print "-" }'; }
 declare -A RPS P99
 if want throughput; then
     for s in "${SCENARIOS[@]}"; do
@@ -378,10 +380,10 @@ ran() { [[ " ${SCENARIOS[*]} " == *" $1 "* ]]; }
 verdict() { awk -v a="$1" -v b="$2" 'BEGIN { print (a >= b) ? "met" : "missed" }'; }
 {
 if want throughput; then
-    echo "| scenario | requests/s (median of $ROUNDS) | p99 latency | ratio to the ceiling |"
-    echo "|---|---:|---:|---:|"
+    echo "| scenario | requests/s (median of $ROUNDS) | p99 latency | ratio to the ceiling | cost per request vs the ceiling (1/r − 1/C) |"
+    echo "|---|---:|---:|---:|---:|"
     for s in "${SCENARIOS[@]}"; do
-        printf '| %s | %.0f | %s ms | %s |\n' "${LABEL[$s]}" "${RPS[$s]}" "${P99[$s]}" "$(ratio "${RPS[$s]}" "$C")"
+        printf '| %s | %.0f | %s ms | %s | %s |\n' "${LABEL[$s]}" "${RPS[$s]}" "${P99[$s]}" "$(ratio "${RPS[$s]}" "$C")" "$(cost_us "${RPS[$s]}" "$C")"
     done
     echo
     echo "Targets (ratios from this run):"
@@ -451,6 +453,7 @@ fi
     echo "ceiling fed its Cookie header. wrk -t1 -c$CONNECTIONS -d${DURATION}s after a ${WARMUP} s warm-up of each, one nginx worker, one Apache"
     echo "process (event MPM, 64 threads), all on 127.0.0.1;"
     echo "$(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(uname -sr), $(date -u +%Y-%m-%d),"
+    echo "this CPU's \`openssl speed\`: $(openssl speed -seconds 1 rsa2048 2>/dev/null | awk '/^rsa 2048/ {printf "%.0f RSA-2048 verifies/s", $NF}'), $(openssl speed -seconds 1 ecdsap256 2>/dev/null | awk '/256 bits ecdsa/ {printf "%.0f ECDSA P-256 verifies/s", $NF}'),"
     echo "$("$NGINX" -v 2>&1 | sed 's/.*: //'), $(/usr/sbin/apache2 -v | awk -F': ' '/version/ {print $2}'),"
     echo "mod_oauth2 $(dpkg-query -W -f='${Version}' libapache2-mod-oauth2), mod_auth_openidc $(dpkg-query -W -f='${Version}' libapache2-mod-auth-openidc)."
 } > "$WORK/table.md"

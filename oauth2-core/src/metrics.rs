@@ -63,7 +63,8 @@ pub fn rejection_index(r: Rejection) -> usize {
     reason_index(r.code())
 }
 
-/// Worker-wide figures, in slot order: (name, type, help).
+/// Worker-wide figures, in slot order: (name, type, help). The logouts
+/// are rendered as one family with a `channel` label.
 pub const GLOBAL: [(&str, &str, &str); 11] = [
     (
         "token_cache_hits_total",
@@ -111,9 +112,9 @@ pub const GLOBAL: [(&str, &str, &str); 11] = [
         "Session refreshes that failed.",
     ),
     (
-        "logouts_sign_out_total",
+        "logouts_total{channel=\"sign_out\"}",
         "counter",
-        "Sign-outs through oauth2_sign_out.",
+        "Logouts by channel.",
     ),
     (
         "parked_requests",
@@ -173,8 +174,14 @@ pub struct Snapshot {
 pub fn to_json(s: &Snapshot) -> String {
     let mut global = serde_json::Map::new();
     for (i, (name, _, _)) in GLOBAL.iter().enumerate() {
-        global.insert(name.to_string(), s.global[i].into());
+        let key = if name.starts_with("logouts_total") {
+            "logouts_sign_out_total"
+        } else {
+            name
+        };
+        global.insert(key.to_string(), s.global[i].into());
     }
+    global.insert("sessions".into(), 0.into());
     let providers: Vec<serde_json::Value> = s
         .providers
         .iter()
@@ -230,9 +237,23 @@ pub fn to_prometheus(s: &Snapshot) -> String {
         let _ = writeln!(o, "# TYPE nginx_oauth2_{name} {kind}");
     };
     for (i, (name, kind, help)) in GLOBAL.iter().enumerate() {
-        family(&mut o, name, kind, help);
+        let fam = name.split('{').next().unwrap_or(name);
+        family(&mut o, fam, kind, help);
         let _ = writeln!(o, "nginx_oauth2_{name} {}", s.global[i]);
+        if fam == "logouts_total" {
+            // the channels of a server-side session store: none here
+            for ch in ["backchannel", "frontchannel"] {
+                let _ = writeln!(o, "nginx_oauth2_logouts_total{{channel=\"{ch}\"}} 0");
+            }
+        }
     }
+    family(
+        &mut o,
+        "sessions",
+        "gauge",
+        "Sessions in a shared store (0: sessions live in their cookie).",
+    );
+    let _ = writeln!(o, "nginx_oauth2_sessions 0");
     family(
         &mut o,
         "workers",
@@ -428,7 +449,14 @@ mod tests {
         assert!(t.contains("nginx_oauth2_requests_total{provider=\"https://op.test/\\\"x\\\"\",result=\"allowed\"} 5\n"));
         assert!(t.contains("nginx_oauth2_refusals_total{provider=\"https://op.test/\\\"x\\\"\",reason=\"expired\"} 2\n"));
         assert!(t.contains("nginx_oauth2_provider_key_age_seconds{provider=\"https://op.test/\\\"x\\\"\",kid=\"k1\"} 60\n"));
-        // every family has HELP and TYPE, every counter ends in _total
+        assert!(t.contains("nginx_oauth2_logouts_total{channel=\"sign_out\"} 0\n"));
+        assert!(t.contains("# TYPE nginx_oauth2_logouts_total counter\n"));
+        // every family has HELP and TYPE, once; every counter ends in _total
+        let types: Vec<&str> = t.lines().filter(|l| l.starts_with("# TYPE")).collect();
+        let mut seen = std::collections::HashSet::new();
+        for line in &types {
+            assert!(seen.insert(*line), "one TYPE line per family: {line}");
+        }
         for line in t.lines().filter(|l| l.starts_with("# TYPE")) {
             let f: Vec<&str> = line.split(' ').collect();
             assert!(t.contains(&format!("# HELP {} ", f[2])), "{line}");
