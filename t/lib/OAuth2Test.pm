@@ -45,7 +45,7 @@ use Time::HiRes qw(sleep time);
 our @EXPORT = qw(run_tests op_start op_stop op_url op_port op_ctl token mint
                  http_get nginx_port nginx_reload error_log_text raw_http
                  is_status worker_pids op_reserve servroot fixed_port browser
-                 write_cookie_keys make_tls nginx_t_text op2_start op2_url
+                 write_cookie_keys make_tls nginx_t_text op2_start op2_url nginx_port2
                  op2_ctl token2 mint2);
 
 sub import {
@@ -228,6 +228,7 @@ sub b64 {
 # ---- nginx ---------------------------------------------------------------
 
 sub nginx_port { $ngx_port }
+sub nginx_port2 { $ngx_port2 }
 
 # write_cookie_keys($file, @chars): a key file in the servroot, one key of
 # 32 times each char per line (the first seals).
