@@ -32,6 +32,7 @@ for (let i = 0; i < Number(n); i++) {
 }
 const c = s.request({ ':path': '/api/cancelled', authorization: `Bearer ${token}` });
 c.on('response', () => {});
+c.on('data', () => {});
 c.on('error', () => {});
 c.on('close', () => { cancelled = true; done(); });
 c.end();
@@ -67,8 +68,10 @@ my $r = main::h2(nginx_port2(), $main::tok, 10, 300);
 op_ctl('/__test/delay', '{"jwks":0}');
 is_deeply($r->{statuses}, [(200) x 10], 'ten parked streams, each answered 200 once the keys came');
 ok($r->{cancelled}, 'the cancelled stream went away');
+ok(!$r->{timeout}, 'every stream ended (no client timeout)');
 $r = main::h2(nginx_port2(), $main::tok, 10, 1000);
 is_deeply($r->{statuses}, [(200) x 10], 'cached: ten streams at once');
+ok(!$r->{timeout}, 'every stream ended');
 is(http_get('/')->{status}, 200, 'the worker serves on');
 --- no_error_log
 [alert]
