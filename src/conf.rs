@@ -11,8 +11,8 @@ use ngx::ffi::{
     ngx_command_t, ngx_conf_parse, ngx_conf_t, ngx_http_compile_complex_value,
     ngx_http_compile_complex_value_t, ngx_http_complex_value_t, ngx_pcalloc, ngx_str_t, ngx_uint_t,
     NGX_CONF_1MORE, NGX_CONF_2MORE, NGX_CONF_BLOCK, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
-    NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
-    NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_OK,
+    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF,
+    NGX_LOG_EMERG, NGX_OK,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
@@ -549,13 +549,18 @@ fn set_token_validation(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), 
     once(&mut c.token_validation, TokenValidation::parse(a[0])?)
 }
 
-/// `oauth2_session_store cookie | redis URL;`: sessions live in the cookie;
-/// the Redis store is not in this version and says so at `nginx -t`.
+/// `oauth2_session_store cookie | shm ... | redis ...;`: sessions live in the cookie;
+/// the shm and Redis stores are not in this version and say so at `nginx -t`.
 fn set_session_store(_: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
     match a {
         ["cookie"] => Ok(()),
-        ["redis", ..] => Err("\"redis\" is not supported by this version of the module (sessions are kept in the cookie)".into()),
-        _ => Err(invalid!("invalid value \"{}\", it must be \"cookie\" or \"redis URL\"", a.join(" "))),
+        [kind @ ("redis" | "shm"), ..] => Err(invalid!(
+            "\"{kind}\" is not supported by this version of the module (sessions are kept in the cookie)"
+        )),
+        _ => Err(invalid!(
+            "invalid value \"{}\", it must be \"cookie\", \"shm zone=NAME:SIZE\" or \"redis URL\"",
+            a.join(" ")
+        )),
     }
 }
 
@@ -1291,7 +1296,7 @@ pub static mut COMMANDS: [ngx_command_t; 37] = [
     command!("oauth2_require_claim", NGX_CONF_2MORE, set_require_claim),
     command!("oauth2_require_scope", NGX_CONF_1MORE, set_require_scope),
     command!("oauth2_token_cache", NGX_CONF_TAKE1, set_token_cache),
-    command!("oauth2_session_store", NGX_CONF_TAKE12, set_session_store),
+    command!("oauth2_session_store", NGX_CONF_1MORE, set_session_store),
     ngx_command_t {
         name: ngx_string!("oauth2_provider"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_BLOCK | NGX_CONF_TAKE1) as ngx_uint_t,

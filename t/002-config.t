@@ -360,13 +360,21 @@ oauth2_redirect_uri ftp://x/cb;
 --- error_log
 the scheme must be http or https in "oauth2_redirect_uri" directive
 
-=== TEST 31: oauth2_session_store cookie is accepted; redis is refused clearly
+=== TEST 31: oauth2_session_store cookie is accepted; redis is refused clearly (with all its arguments)
 --- http_config
-oauth2_session_store redis redis://127.0.0.1:6379;
+oauth2_session_store redis redis://127.0.0.1:6379 password_file=/etc/x prefix=a;
 --- config
 --- must_die
 --- error_log
 "redis" is not supported by this version of the module (sessions are kept in the cookie) in "oauth2_session_store" directive
+
+=== TEST 31b: oauth2_session_store shm is refused clearly
+--- http_config
+oauth2_session_store shm zone=sessions:10m;
+--- config
+--- must_die
+--- error_log
+"shm" is not supported by this version of the module (sessions are kept in the cookie) in "oauth2_session_store" directive
 
 === TEST 32: oauth2_session_store cookie
 --- http_config
