@@ -15,7 +15,14 @@ fi
 t0=$(date +%s)
 deb=$(scripts/make-deb.sh | tail -1)
 echo ">> installing $deb" >&2
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$deb" >/dev/null
+# dpkg -i installs it even when a package of the same version is there
+# (apt-get would keep the installed one); its dependencies (Debian's nginx)
+# are there since the build
+dpkg -i "$deb" >/dev/null
+cmp -s <(dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/lib/nginx/modules/ngx_http_oauth2_module.so) \
+    /usr/lib/nginx/modules/ngx_http_oauth2_module.so \
+    || { echo "not ok: the installed module is not the one just built" >&2; exit 1; }
+echo "ok: installed $(basename "$deb")"
 link=/etc/nginx/modules-enabled/50-mod-http-oauth2.conf
 [ "$(readlink "$link")" = /usr/share/nginx/modules-available/mod-http-oauth2.conf ] \
     || { echo "not ok: $link does not enable the module" >&2; exit 1; }
