@@ -23,22 +23,21 @@ location / { oauth2_auth on; add_header X-Error $oauth2_error always; empty_gif;
 --- test
 my $old = token();
 is(http_get('/', { Authorization => "Bearer $old" })->{status}, 200, 'old key works');
-my $jwks_before = from_json_count();
+my $jwks_before = op_stat('/jwks');
 my $kid = op_ctl('/__test/rotate');
 my $new = token();
 is(main::kid_of($new), $kid, 'the provider now signs with the new key');
 my $r = http_get('/', { Authorization => "Bearer $new" });
 is($r->{status}, 200, 'the new kid triggers a refetch and passes');
 is(http_get('/', { Authorization => "Bearer $old" })->{status}, 200, 'the old key still works');
-is(from_json_count() - $jwks_before, 1, 'exactly one refetch of the key set');
+is(op_stat('/jwks') - $jwks_before, 1, 'exactly one refetch of the key set');
 # an unknown kid again within 30 s: no second refetch, a 401
 $r = http_get('/', { Authorization => 'Bearer ' . mint('{"header":{"kid":"no-such-kid"}}') });
 is($r->{status}, 401, 'unknown kid -> 401');
 is($r->{headers}{'x-error'}, 'unknown_key', 'reason unknown_key');
 $r = http_get('/', { Authorization => 'Bearer ' . mint('{"header":{"kid":"another-unknown"}}') });
 is($r->{status}, 401, 'second unknown kid -> 401');
-is(from_json_count() - $jwks_before, 1, 'still one refetch: at most one per 30 s');
-sub from_json_count { my $s = HTTP::Tiny->new->get(op_url() . '/__test/stats')->{content}; ($s =~ /"\/jwks":(\d+)/)[0] // 0 }
+is(op_stat('/jwks') - $jwks_before, 1, 'still one refetch: at most one per 30 s');
 
 === TEST 2: provider down after the keys were loaded: keys in use keep working
 --- http_config

@@ -12,11 +12,6 @@ write_cookie_keys('cookie.keys', 'r');
 our %saved;
 run_tests();
 
-sub token_calls {
-    my $s = HTTP::Tiny->new->get(op_url() . '/__test/stats')->{content};
-    return ($s =~ /"\/token":(\d+)/)[0] // 0;
-}
-
 # send N requests at once on N connections, return their status lines and Set-Cookie counts
 sub concurrent {
     my ($n, $path, $cookie) = @_;
@@ -61,16 +56,16 @@ my $token1 = $r->{headers}{'x-token'};
 my $cookie = "oauth2_session=" . $b->cookie('oauth2_session');
 $main::saved{cookie} = $cookie;
 sleep 6.5;   # the access token expires
-my $before = main::token_calls();
+my $before = op_stat('/token');
 my @res = main::concurrent(6, '/x', $cookie);
 is(scalar(grep { $_->{status} == 200 } @res), 6, 'all concurrent requests pass')
     or diag(join "\n---\n", map { $_->{resp} } @res);
-is(main::token_calls() - $before, 1, 'exactly one refresh at the token endpoint');
+is(op_stat('/token') - $before, 1, 'exactly one refresh at the token endpoint');
 is(scalar(grep { $_->{set_cookie} } @res), 6, 'each response re-issues the session cookie');
 my ($new) = $res[0]{resp} =~ /^Set-Cookie: (oauth2_session=[^;]+)/m;
 my ($token2) = $res[0]{resp} =~ /^X-Token: (\S+)/m;
 isnt($token2, $token1, 'a new access token');
-is(main::token_calls() - $before, 1, 'still one refresh');
+is(op_stat('/token') - $before, 1, 'still one refresh');
 my ($again) = main::concurrent(1, '/x', $new);
 is($again->{status}, 200, 'the new cookie works');
 is($again->{set_cookie}, 0, 'and needs no refresh');
@@ -108,7 +103,7 @@ location / { oauth2_auth on; oauth2_on_failure 401; empty_gif; }
 location = /oauth2/callback { oauth2_callback; }
 --- test
 my $base = "http://127.0.0.1:" . nginx_port();
-my $before = main::token_calls();
+my $before = op_stat('/token');
 my ($r) = main::concurrent(1, '/x', $main::saved{cookie});
 is($r->{status}, 401, 'expired, no refresh: 401');
-is(main::token_calls() - $before, 0, 'no refresh attempted');
+is(op_stat('/token') - $before, 0, 'no refresh attempted');

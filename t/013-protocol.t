@@ -12,13 +12,6 @@ op_start(redirect_uri => ["http://127.0.0.1:$port/oauth2/callback", "http://127.
 write_cookie_keys('cookie.keys', 'p');
 run_tests();
 
-sub bearer { { Authorization => "Bearer $_[0]" } }
-
-sub stat_of {
-    my ($p) = @_;
-    my $s = HTTP::Tiny->new->get(op_url() . '/__test/stats')->{content};
-    return ($s =~ /"\Q$p\E":(\d+)/)[0] // 0;
-}
 
 __DATA__
 
@@ -35,16 +28,16 @@ location /jwt { oauth2_auth on; oauth2_token_validation jwt; add_header X-Error 
 location /intro { oauth2_auth on; oauth2_token_validation introspection; add_header X-Error $oauth2_error always; empty_gif; }
 --- test
 my $opaque = token(resource => 'urn:test:opaque');
-is(http_get('/auto', main::bearer($opaque))->{status}, 200, 'an opaque token, introspected at an auto location');
-my $r = http_get('/jwt', main::bearer($opaque));
+is(http_get('/auto', bearer($opaque))->{status}, 200, 'an opaque token, introspected at an auto location');
+my $r = http_get('/jwt', bearer($opaque));
 is($r->{status}, 401, 'the same token at a jwt location: 401 (the cached introspection does not serve there)');
 my $jwt = token();
-is(http_get('/auto', main::bearer($jwt))->{status}, 200, 'a JWT accepted (and cached) at an auto location');
+is(http_get('/auto', bearer($jwt))->{status}, 200, 'a JWT accepted (and cached) at an auto location');
 # (this provider refuses to introspect or revoke its JWT access tokens: what
 # matters is that the introspection location asks it instead of the cache)
-my $before = main::stat_of('/token/introspection');
-$r = http_get('/intro', main::bearer($jwt));
-is(main::stat_of('/token/introspection') - $before, 1, 'at an introspection location the token is introspected, not taken from the cache');
+my $before = op_stat('/token/introspection');
+$r = http_get('/intro', bearer($jwt));
+is(op_stat('/token/introspection') - $before, 1, 'at an introspection location the token is introspected, not taken from the cache');
 isnt($r->{status}, 200, 'and the provider decides (here: it cannot introspect JWTs, 503)');
 is($r->{headers}{'x-error'}, 'provider_unavailable', 'provider_unavailable');
 
@@ -99,7 +92,7 @@ oauth2_on_failure 401;
 --- config
 location / { oauth2_auth on; empty_gif; }
 --- test
-my $r = http_get('/', main::bearer($main::tok));
+my $r = http_get('/', bearer($main::tok));
 is($r->{status}, 503, 'configured "issuer/", the provider says "issuer": no metadata, 503');
 --- error_log
 issuer
@@ -112,8 +105,8 @@ oauth2_on_failure 401;
 --- config
 location / { oauth2_auth on; add_header X-Error $oauth2_error always; empty_gif; }
 --- test
-is(http_get('/', main::bearer(mint()))->{status}, 200, 'a token of the issuer');
-my $r = http_get('/', main::bearer(mint('{"claims":{"iss":"' . op_url() . '/"}}')));
+is(http_get('/', bearer(mint()))->{status}, 200, 'a token of the issuer');
+my $r = http_get('/', bearer(mint('{"claims":{"iss":"' . op_url() . '/"}}')));
 is($r->{status}, 401, 'iss with a trailing "/": another issuer');
 is($r->{headers}{'x-error'}, 'wrong_issuer', 'wrong_issuer');
 
@@ -125,7 +118,7 @@ oauth2_on_failure 401;
 --- config
 location / { oauth2_auth on; add_header X-Error $oauth2_error always; empty_gif; }
 --- test
-my $r = http_get('/', main::bearer(mint('{"claims":{"nonce":"n-0S6_WzA2Mj"},"header":{"typ":"JWT"}}')));
+my $r = http_get('/', bearer(mint('{"claims":{"nonce":"n-0S6_WzA2Mj"},"header":{"typ":"JWT"}}')));
 is($r->{status}, 401, 'a JWT with nonce: 401');
 like($r->{headers}{'www-authenticate'} // '', qr/error="invalid_token", error_description="an ID token is not an access token"/, 'invalid_token, and why');
 is($r->{headers}{'x-error'}, 'id_token', '$oauth2_error id_token');

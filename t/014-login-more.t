@@ -46,14 +46,14 @@ location / {
 location = /oauth2/callback { oauth2_callback; }
 --- test
 my $base = "http://127.0.0.1:" . nginx_port();
-my $before = HTTP::Tiny->new->get(op_url() . '/__test/stats')->{content} =~ /"\/me":(\d+)/ ? $1 : 0;
+my $before = op_stat("/me");
 my $b = browser();
 is($b->login("$base/")->{status}, 302, 'logged in');
 my $r = $b->get("$base/x");
 is($r->{headers}{'x-sub'}, 'alice', '$oauth2_sub from the ID token');
 is($r->{headers}{'x-email'}, 'alice@example.test', '$oauth2_email from UserInfo (not in the ID token)');
 is($r->{headers}{'x-name'}, 'alice', '$oauth2_claim_name from UserInfo');
-my $after = HTTP::Tiny->new->get(op_url() . '/__test/stats')->{content} =~ /"\/me":(\d+)/ ? $1 : 0;
+my $after = op_stat("/me");
 is($after - $before, 1, 'one UserInfo call at login, none per request');
 --- no_error_log
 [error]

@@ -13,14 +13,6 @@ op2_start(redirect_uri => ["http://127.0.0.1:$port/oauth2/callback"]);
 write_cookie_keys('cookie.keys', 'm');
 run_tests();
 
-sub stats {
-    my ($base) = @_;
-    my $s = HTTP::Tiny->new->get("$base/__test/stats")->{content};
-    my %h = $s =~ /"([^"]+)":(\d+)/g;
-    return \%h;
-}
-
-sub bearer { { Authorization => "Bearer $_[0]" } }
 
 __DATA__
 
@@ -63,8 +55,9 @@ in "clock_skew" directive
 
 === TEST 5: 20 locations and 3 providers: one discovery and one key set fetch per provider per worker
 --- setup
-$main::before1 = main::stats(op_url());
-$main::before2 = main::stats(op2_url());
+my @eps = ('/.well-known/openid-configuration', '/jwks');
+$main::before1 = { map { $_ => op_stat($_) } @eps };
+$main::before2 = { map { $_ => op_stat($_, op2_url()) } @eps };
 --- http_config
 oauth2_provider corp { issuer $TEST_OP; audience urn:test:api; }
 oauth2_provider corp-es { issuer $TEST_OP; audience urn:test:api:es256; }
@@ -94,12 +87,11 @@ location /l20 { oauth2_auth corp corp-es; empty_gif; }
 --- test
 my $t1 = token();
 my $t2 = token2();
-is(http_get("/l$_", main::bearer($t1))->{status}, 200, "/l$_ with a token of the first provider") for 1, 2, 5, 6, 9, 11, 12, 15, 16, 18, 20;
-is(http_get("/l$_", main::bearer($t2))->{status}, 200, "/l$_ with a token of the second") for 2, 3, 5, 7, 8, 10, 12, 13, 17, 19;
-my ($a1, $a2) = (main::stats(op_url()), main::stats(op2_url()));
+is(http_get("/l$_", bearer($t1))->{status}, 200, "/l$_ with a token of the first provider") for 1, 2, 5, 6, 9, 11, 12, 15, 16, 18, 20;
+is(http_get("/l$_", bearer($t2))->{status}, 200, "/l$_ with a token of the second") for 2, 3, 5, 7, 8, 10, 12, 13, 17, 19;
 for my $ep ('/.well-known/openid-configuration', '/jwks') {
-    is(($a1->{$ep} // 0) - ($main::before1->{$ep} // 0), 1, "the first provider saw one $ep request (one worker)");
-    is(($a2->{$ep} // 0) - ($main::before2->{$ep} // 0), 1, "the second provider saw one $ep request");
+    is(op_stat($ep) - $main::before1->{$ep}, 1, "the first provider saw one $ep request (one worker)");
+    is(op_stat($ep, op2_url()) - $main::before2->{$ep}, 1, "the second provider saw one $ep request");
 }
 
 === TEST 6: bearer tokens go to the provider their iss names
@@ -121,24 +113,24 @@ location /api/ {
 }
 location /partners/ { oauth2_auth partners; add_header X-Error $oauth2_error always; empty_gif; }
 --- test
-my $r = http_get('/api/x', main::bearer(token()));
+my $r = http_get('/api/x', bearer(token()));
 is($r->{status}, 200, 'a token of the first provider');
 is($r->{headers}{'x-provider'}, 'corp', '$oauth2_provider corp');
-$r = http_get('/api/x', main::bearer(token2()));
+$r = http_get('/api/x', bearer(token2()));
 is($r->{status}, 200, 'a token of the second provider');
 is($r->{headers}{'x-provider'}, 'partners', '$oauth2_provider partners');
-$r = http_get('/api/x', main::bearer(token2()));
+$r = http_get('/api/x', bearer(token2()));
 is($r->{headers}{'x-provider'}, 'partners', 'and from the cache');
-$r = http_get('/api/x', main::bearer(mint('{"claims":{"iss":"' . op2_url() . '"}}')));
+$r = http_get('/api/x', bearer(mint('{"claims":{"iss":"' . op2_url() . '"}}')));
 is($r->{status}, 401, "signed by the first provider's key but naming the second's issuer: 401");
-$r = http_get('/api/x', main::bearer(mint('{"claims":{"iss":"https://elsewhere.example"}}')));
+$r = http_get('/api/x', bearer(mint('{"claims":{"iss":"https://elsewhere.example"}}')));
 is($r->{status}, 401, 'naming no listed issuer: 401');
 like($r->{headers}{'www-authenticate'} // '', qr/error="invalid_token"/, 'invalid_token');
 is($r->{headers}{'x-error'}, 'wrong_issuer', 'wrong_issuer');
-$r = http_get('/api/x', main::bearer(token(resource => 'urn:test:opaque')));
+$r = http_get('/api/x', bearer(token(resource => 'urn:test:opaque')));
 is($r->{status}, 200, 'an opaque token: introspected at the first provider that can');
 is($r->{headers}{'x-provider'}, 'corp', 'corp');
-is(http_get('/partners/x', main::bearer(token()))->{status}, 401, "the first provider's token where only the second is listed: 401");
+is(http_get('/partners/x', bearer(token()))->{status}, 401, "the first provider's token where only the second is listed: 401");
 
 === TEST 7: one callback for every provider; sessions bound to theirs; sign-out at its own provider
 --- http_config

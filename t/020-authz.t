@@ -10,13 +10,6 @@ op_start(redirect_uri => ["http://127.0.0.1:$port/oauth2/callback"]);
 write_cookie_keys('cookie.keys', 'z');
 run_tests();
 
-sub stat_of {
-    my ($path) = @_;
-    my $s = HTTP::Tiny->new->get(op_url() . '/__test/stats')->{content};
-    return ($s =~ /"\Q$path\E":(\d+)/)[0] // 0;
-}
-
-sub bearer { { Authorization => 'Bearer ' . $_[0] } }
 
 __DATA__
 
@@ -41,13 +34,13 @@ location /all {
 my $alice = mint('{"claims":{"sub":"alice","email":"alice@corp.example","groups":["dev","admins"],"realm_access":{"roles":["admin","user"]}}}');
 my $carol = mint('{"claims":{"sub":"carol","email":"carol@evil.example","groups":["dev"],"realm_access":{"roles":["user"]}}}');
 for my $loc (qw(/one-of /array /nested /regex /all)) {
-    is(http_get($loc, main::bearer($alice))->{status}, 200, "alice passes $loc");
-    is(http_get($loc, main::bearer($carol))->{status}, 403, "carol is refused at $loc");
+    is(http_get($loc, bearer($alice))->{status}, 200, "alice passes $loc");
+    is(http_get($loc, bearer($carol))->{status}, 403, "carol is refused at $loc");
 }
-my $r = http_get('/one-of', main::bearer($carol));
+my $r = http_get('/one-of', bearer($carol));
 is($r->{headers}{'x-error'}, 'claim_mismatch', '$oauth2_error claim_mismatch');
 my $half = mint('{"claims":{"sub":"alice","groups":["dev"]}}');
-is(http_get('/all', main::bearer($half))->{status}, 403, 'one rule of two failing is enough to refuse');
+is(http_get('/all', bearer($half))->{status}, 403, 'one rule of two failing is enough to refuse');
 is(http_get('/one-of')->{status}, 401, 'no token is still 401, not 403');
 
 === TEST 2: oauth2_require_scope: scope string and scp array; insufficient_scope challenge
@@ -61,16 +54,16 @@ location /write { oauth2_auth on; oauth2_require_scope api:read api:write; add_h
 --- test
 my $read = token(scope => 'api:read');
 my $both = token(scope => 'api:read api:write');
-is(http_get('/read', main::bearer($read))->{status}, 200, 'real token with scope api:read');
-my $r = http_get('/write', main::bearer($read));
+is(http_get('/read', bearer($read))->{status}, 200, 'real token with scope api:read');
+my $r = http_get('/write', bearer($read));
 is($r->{status}, 403, 'missing api:write: 403');
 is($r->{headers}{'www-authenticate'}, 'Bearer realm="localhost", error="insufficient_scope", scope="api:read api:write"', 'the challenge names the scopes');
 is($r->{headers}{'x-error'}, 'insufficient_scope', '$oauth2_error');
-is(http_get('/write', main::bearer($both))->{status}, 200, 'both scopes: 200');
+is(http_get('/write', bearer($both))->{status}, 200, 'both scopes: 200');
 my $scp = mint('{"claims":{"scope":null,"scp":["api:read","api:write"]}}');
-is(http_get('/write', main::bearer($scp))->{status}, 200, 'scp array');
+is(http_get('/write', bearer($scp))->{status}, 200, 'scp array');
 my $none = mint('{"claims":{"scope":null}}');
-is(http_get('/read', main::bearer($none))->{status}, 403, 'no scope at all: 403');
+is(http_get('/read', bearer($none))->{status}, 403, 'no scope at all: 403');
 
 === TEST 3: rules and variables for cookie sessions
 --- http_config
@@ -133,29 +126,29 @@ location /scoped { oauth2_auth on; oauth2_require_scope api:write; empty_gif; }
 --- test
 my $t = token(resource => 'urn:test:opaque');
 unlike($t, qr/\./, 'the provider issued an opaque token');
-my $before = main::stat_of('/token/introspection');
-my $r = http_get('/', main::bearer($t));
+my $before = op_stat('/token/introspection');
+my $r = http_get('/', bearer($t));
 is($r->{status}, 200, 'active opaque token: 200');
 is($r->{headers}{'x-client'}, 'api-client', 'claims from introspection');
-is(http_get('/', main::bearer($t))->{status}, 200, 'again') for 1 .. 9;
-is(main::stat_of('/token/introspection') - $before, 1, 'one introspection call for 10 requests (cached)');
-is(http_get('/scoped', main::bearer($t))->{status}, 403, 'scope rules apply to introspected tokens');
+is(http_get('/', bearer($t))->{status}, 200, 'again') for 1 .. 9;
+is(op_stat('/token/introspection') - $before, 1, 'one introspection call for 10 requests (cached)');
+is(http_get('/scoped', bearer($t))->{status}, 403, 'scope rules apply to introspected tokens');
 # revoked before use
 my $rv = token(resource => 'urn:test:opaque');
 my $resp = HTTP::Tiny->new->post_form(op_url() . '/token/revocation', { token => $rv },
     { headers => { authorization => 'Basic ' . MIME::Base64::encode_base64('api-client:api-secret', '') } });
 ok($resp->{success}, 'revoked at the provider');
-$r = http_get('/', main::bearer($rv));
+$r = http_get('/', bearer($rv));
 is($r->{status}, 401, 'revoked token: 401');
 is($r->{headers}{'x-error'}, 'inactive_token', 'reason inactive_token');
 like($r->{headers}{'www-authenticate'}, qr/error="invalid_token"/, 'invalid_token');
 # short-lived: valid, then expired
 my $short = token(resource => 'urn:test:opaque:short');
-is(http_get('/', main::bearer($short))->{status}, 200, 'short-lived token valid');
+is(http_get('/', bearer($short))->{status}, 200, 'short-lived token valid');
 sleep 4;
-$r = http_get('/', main::bearer($short));
+$r = http_get('/', bearer($short));
 is($r->{status}, 401, 'after its exp: 401 (the cache never outlives exp)');
-is(http_get('/', main::bearer('not-a-real-token'))->{status}, 401, 'unknown opaque token: 401');
+is(http_get('/', bearer('not-a-real-token'))->{status}, 401, 'unknown opaque token: 401');
 
 === TEST 5: provider down during introspection: 503, never 401
 --- http_config
@@ -171,7 +164,7 @@ location / { oauth2_auth on; add_header X-Error $oauth2_error always; empty_gif;
 my $t = token(resource => 'urn:test:opaque');
 sleep 0.3;
 op_stop();
-my $r = http_get('/', main::bearer($t));
+my $r = http_get('/', bearer($t));
 is($r->{status}, 503, 'introspection impossible: 503');
 ok($r->{headers}{'retry-after'}, 'Retry-After');
 is($r->{headers}{'x-error'}, 'provider_unavailable', 'reason');
@@ -227,7 +220,7 @@ my @cases = (
     ['/claimed?claim', mint('{}'), 'claim_mismatch'],
 );
 for my $c (@cases) {
-    http_get($c->[0], $c->[1] ? main::bearer($c->[1]) : {});
+    http_get($c->[0], $c->[1] ? bearer($c->[1]) : {});
 }
 my $pre = http_get('/', { 'access-control-request-method' => 'POST', origin => 'http://x' }, 'OPTIONS');
 isnt($pre->{status}, 401, 'CORS preflight passes unauthenticated');

@@ -11,14 +11,13 @@ op_start(redirect_uri => ["http://127.0.0.1:$port/oauth2/callback"]);
 write_cookie_keys('cookie.keys', 'q');
 run_tests();
 
-sub fault { op_ctl('/__test/fault', $_[0]) }
 
 __DATA__
 
 === TEST 1: a provider slower than oauth2_provider_timeout: 503 quickly, then recovery
 --- setup
 $main::tok = token();
-main::fault('{"delay":2500}');
+op_fault('{"delay":2500}');
 --- http_config
 oauth2_issuer $TEST_OP;
 oauth2_audience urn:test:api;
@@ -36,7 +35,7 @@ is($r->{status}, 503, 'no keys after a timeout: 503');
 # (under valgrind everything is ~20 times slower: the bound scales with it)
 cmp_ok(time - $t0, '<', $ENV{TEST_NGINX_VALGRIND} ? 20 : 1, 'answered without waiting for the slow provider');
 is(http_get('/open')->{status}, 200, 'other locations unaffected');
-main::fault('{"delay":0}');
+op_fault('{"delay":0}');
 my $code = 0;
 for (1 .. 60) {
     $code = http_get('/', { Authorization => "Bearer $t" })->{status};
@@ -59,15 +58,15 @@ location / { oauth2_auth on; empty_gif; }
 --- test
 my $t = token();
 is(http_get('/', { Authorization => "Bearer $t" })->{status}, 200, 'keys loaded');
-main::fault('{"jwks":"garbage"}');
+op_fault('{"jwks":"garbage"}');
 sleep 2.2;
 is(http_get('/', { Authorization => "Bearer $t" })->{status}, 200, 'garbage key set: old keys still used');
 is(http_get('/', { Authorization => 'Bearer ' . mint('{"tamper":true}') })->{status}, 401, 'and nothing else gets in');
 is(http_get('/', { Authorization => 'Bearer ' . mint('{"header":{"kid":"rotated?"}}') })->{status}, 503, 'an unknown kid cannot be decided meanwhile: 503');
-main::fault('{"jwks":"empty"}');
+op_fault('{"jwks":"empty"}');
 sleep 2.2;
 is(http_get('/', { Authorization => "Bearer $t" })->{status}, 200, 'empty key set: old keys still used');
-main::fault('{"jwks":null}');
+op_fault('{"jwks":null}');
 --- error_log
 invalid JWK Set
 the JWK Set has no usable signature key (it is empty)
@@ -89,9 +88,9 @@ for my $fault ('{"token":500}', '{"token":"badjson"}') {
     my $b = browser();
     my $r = $b->get("$base/app", { accept => 'text/html' });
     my $back = $b->login_at_provider($r->{headers}{location}, 'alice');
-    main::fault($fault);
+    op_fault($fault);
     my $cb = $b->get(OAuth2Browser::absolute($base, $back->{headers}{location}));
-    main::fault('{"token":null}');
+    op_fault('{"token":null}');
     is($cb->{status}, 502, "token endpoint fault $fault: 502");
     unlike($cb->{content}, qr/internal error/, 'the provider page is not reflected');
     ok(!defined $b->cookie('oauth2_session'), 'no session');

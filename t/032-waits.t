@@ -19,14 +19,6 @@ op_start(redirect_uri => ["http://127.0.0.1:$port/oauth2/callback"], access_ttl 
 write_cookie_keys('cookie.keys', 'w');
 run_tests();
 
-sub fault { op_ctl('/__test/fault', $_[0]) }
-
-sub stat_of {
-    my ($p) = @_;
-    my $s = HTTP::Tiny->new->get(op_url() . '/__test/stats')->{content};
-    return ($s =~ /"\Q$p\E":(\d+)/)[0] // 0;
-}
-
 sub timed_get {
     my ($path, $h) = @_;
     my $t0 = time;
@@ -171,21 +163,21 @@ my $b = browser();
 is($b->login("$base/")->{status}, 302, 'logged in');
 my $cookie = 'Cookie: oauth2_session=' . $b->cookie('oauth2_session');
 sleep 6.5;   # the access token expires
-my $before = main::stat_of('/token');
-main::fault('{"tokenDelay":1500}');
+my $before = op_stat('/token');
+op_fault('{"tokenDelay":1500}');
 # the first request starts the refresh, then its client goes away
 my $s = main::send_raw('/a', $cookie);
 sleep 0.4;
 close $s;
 sleep 2;     # the refresh ends with nobody waiting for it
-main::fault('{"tokenDelay":0}');
+op_fault('{"tokenDelay":0}');
 my $t0 = time;
 my ($status, $resp) = main::read_raw(main::send_raw('/b', $cookie), 10);
 my $took = time - $t0;
 is($status, 200, 'the next request with the old cookie is served');
 cmp_ok($took, '<', 1, 'at once, with the refresh that ended');
 like($resp, qr/^Set-Cookie: oauth2_session=[^;]+/m, 'with the refreshed session');
-is(main::stat_of('/token') - $before, 1, 'one refresh at the token endpoint');
+is(op_stat('/token') - $before, 1, 'one refresh at the token endpoint');
 --- error_log
 client prematurely closed connection
 oauth2: session refreshed
@@ -224,15 +216,15 @@ location / { oauth2_auth on; empty_gif; }
 # the metadata first
 is(http_get('/', { Authorization => 'Bearer warm-up-token' })->{status}, 401, 'a garbage token: 401');
 # the same garbage token again and again: one call (refusals are remembered)
-my $before = main::stat_of('/token/introspection');
+my $before = op_stat('/token/introspection');
 is(http_get('/', { Authorization => 'Bearer same-garbage' })->{status}, 401, "garbage: 401") for 1 .. 5;
-is(main::stat_of('/token/introspection') - $before, 1, 'one introspection call for 5 requests with one garbage token');
+is(op_stat('/token/introspection') - $before, 1, 'one introspection call for 5 requests with one garbage token');
 
-main::fault('{"introspectDelay":200}');
+op_fault('{"introspectDelay":200}');
 my ($clients, $each) = (80, 5);
 my $dir = servroot() . '/flood';
 mkdir $dir;
-$before = main::stat_of('/token/introspection');
+$before = op_stat('/token/introspection');
 my $t0 = time;
 my @kids;
 for my $c (1 .. $clients) {
@@ -251,8 +243,8 @@ for my $c (1 .. $clients) {
 }
 waitpid($_, 0) for @kids;
 my $elapsed = time - $t0;
-main::fault('{"introspectDelay":0}');
-my $calls = main::stat_of('/token/introspection') - $before;
+op_fault('{"introspectDelay":0}');
+my $calls = op_stat('/token/introspection') - $before;
 my %by;
 for my $c (1 .. $clients) {
     open my $f, '<', "$dir/$c" or next;

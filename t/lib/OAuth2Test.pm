@@ -46,7 +46,7 @@ our @EXPORT = qw(run_tests op_start op_stop op_url op_port op_ctl token mint
                  http_get nginx_port nginx_reload error_log_text raw_http
                  is_status worker_pids op_reserve servroot fixed_port browser
                  write_cookie_keys make_tls nginx_t_text op2_start op2_url nginx_port2
-                 op2_ctl token2 mint2);
+                 op2_ctl token2 mint2 op_stat op_fault bearer);
 
 sub import {
     my $caller = caller;
@@ -191,6 +191,20 @@ sub op_stop {
 my $http = HTTP::Tiny->new(max_redirect => 0, timeout => 30);
 
 sub op2_ctl { op_ctl($_[0], $_[1], op2_url()) }
+
+# op_stat($path, $base): how often the provider at $base (the first one by
+# default) has served $path (its /__test/stats)
+sub op_stat {
+    my ($path, $base) = @_;
+    my $s = $http->get(($base // op_url()) . '/__test/stats')->{content} // '';
+    return ($s =~ /"\Q$path\E":(\d+)/)[0] // 0;
+}
+
+# op_fault($json): make the first provider misbehave (see t/op/op.mjs)
+sub op_fault { op_ctl('/__test/fault', $_[0]) }
+
+# bearer($token): the request header of a bearer token
+sub bearer { { Authorization => "Bearer $_[0]" } }
 
 sub op_ctl {
     my ($path, $body, $base) = @_;
