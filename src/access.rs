@@ -73,16 +73,34 @@ fn unavailable(r: &mut Request, lc: &LocConf, retry_after: u64) -> Status {
     apply(r, lc, Action::Unavailable { retry_after })
 }
 
-/// The access phase: decide, then count the decision (the status figures).
+/// The access phase: for a protected location, decide, then count the
+/// decision (the status figures).
 pub fn handler(r: &mut Request) -> Status {
-    let st = decide(r);
-    count(r, st.0);
+    if !r.is_main() {
+        return Status::NGX_DECLINED;
+    }
+    if crate::test_hooks() && r.header_in("X-Oauth2-Test-Panic").is_some() {
+        panic!("forced by the X-Oauth2-Test-Panic test hook");
+    }
+    let Some(lc) = Module::location_conf(r) else {
+        return Status::NGX_DECLINED;
+    };
+    if lc.endpoint.is_some() {
+        // oauth2_callback / oauth2_sign_out / oauth2_status are never
+        // subject to oauth2_auth
+        return Status::NGX_DECLINED;
+    }
+    let Some(rt) = lc.runtime.as_deref() else {
+        return Status::NGX_DECLINED;
+    };
+    let st = decide(r, lc, rt);
+    count(r, rt, st.0);
     st
 }
 
 /// Count a decision in this worker's slot: its result, and why it was not
 /// allowed, under the provider that decided.
-fn count(r: &mut Request, st: ngx_int_t) {
+fn count(r: &Request, rt: &LocRuntime, st: ngx_int_t) {
     let result = match st {
         0 => metrics::ALLOWED, // NGX_OK
         401 => metrics::UNAUTHENTICATED,
@@ -92,18 +110,6 @@ fn count(r: &mut Request, st: ngx_int_t) {
         x if x == Status::NGX_DECLINED.0 => metrics::PASSED,
         _ => return,
     };
-    if !r.is_main() {
-        return;
-    }
-    let Some(lc) = Module::location_conf(r) else {
-        return;
-    };
-    let Some(rt) = lc.runtime.as_deref() else {
-        return;
-    };
-    if lc.endpoint.is_some() {
-        return;
-    }
     let (prov, reason) = match r.ctx() {
         Some(c) => (
             c.prov_index.unwrap_or(rt.provs[0].index),
@@ -126,23 +132,8 @@ fn count(r: &mut Request, st: ngx_int_t) {
     });
 }
 
-fn decide(r: &mut Request) -> Status {
-    if !r.is_main() {
-        return Status::NGX_DECLINED;
-    }
-    if crate::test_hooks() && r.header_in("X-Oauth2-Test-Panic").is_some() {
-        panic!("forced by the X-Oauth2-Test-Panic test hook");
-    }
-    let Some(lc) = Module::location_conf(r) else {
-        return Status::NGX_DECLINED;
-    };
-    if lc.endpoint.is_some() {
-        // oauth2_callback / oauth2_sign_out are never subject to oauth2_auth
-        return Status::NGX_DECLINED;
-    }
-    let Some(rt) = lc.runtime.as_deref() else {
-        return Status::NGX_DECLINED;
-    };
+/// What a protected location does with this request.
+fn decide(r: &mut Request, lc: &LocConf, rt: &LocRuntime) -> Status {
     if r.is_internal() {
         // an internal redirect (index, try_files, error_page) runs this
         // phase again: with the cookies as the client sent them
@@ -475,9 +466,7 @@ fn introspection_step(
         }
         IntrospectStep::Answer(Err(e)) => {
             ngx_log_error!(NGX_LOG_WARN, r.log(), "oauth2: introspection failed: {}", e);
-            if let Some(s) = &w.stats {
-                s.introspection(prov.index, true);
-            }
+            w.count_introspection(prov.index, true);
             Outcome::Invalid(Rejection::ProviderUnavailable, 5)
         }
         IntrospectStep::Answer(Ok((status, body))) => {
@@ -493,9 +482,7 @@ fn introspection_step(
                     Outcome::Invalid(why, 1)
                 }
                 Err(IntrospectionError::Provider(msg)) => {
-                    if let Some(s) = &w.stats {
-                        s.introspection(prov.index, true);
-                    }
+                    w.count_introspection(prov.index, true);
                     ngx_log_error!(
                         NGX_LOG_WARN,
                         r.log(),
@@ -532,15 +519,11 @@ fn introspection_step(
             ) {
                 Ok(job) => {
                     w.introspections.started(key, job);
-                    if let Some(s) = &w.stats {
-                        s.introspection(prov.index, false);
-                    }
+                    w.count_introspection(prov.index, false);
                     park(w, r, prov.index, WaitFor::Job(job))
                 }
                 Err(e) => {
-                    if let Some(s) = &w.stats {
-                        s.introspection(prov.index, true);
-                    }
+                    w.count_introspection(prov.index, true);
                     ngx_log_error!(NGX_LOG_WARN, r.log(), "oauth2: introspection failed: {}", e);
                     Outcome::Invalid(Rejection::ProviderUnavailable, 5)
                 }

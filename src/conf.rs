@@ -249,6 +249,13 @@ impl MainConf {
         }
     }
 
+    /// Every `oauth2_provider` block's provider, as an endpoint (the
+    /// callback, sign-out) serves them.
+    fn all_named(&mut self) -> Result<Vec<Arc<Prov>>, ConfError> {
+        let names: Vec<String> = self.named.iter().map(|(n, _)| n.clone()).collect();
+        names.iter().map(|n| self.named_prov(n, false)).collect()
+    }
+
     /// The provider of an `oauth2_provider` block, by name.
     fn named_prov(&mut self, name: &str, auth: bool) -> Result<Arc<Prov>, ConfError> {
         let Some(i) = self.named.iter().position(|(n, _)| n == name) else {
@@ -854,11 +861,7 @@ impl LocConf {
                         endpoint_name(self.endpoint)
                     ));
                 }
-                let names: Vec<String> = main.named.iter().map(|(n, _)| n.clone()).collect();
-                let mut v = Vec::new();
-                for n in &names {
-                    v.push(main.named_prov(n, false)?);
-                }
+                let v = main.all_named()?;
                 if !v.iter().any(|p| p.client.is_some()) {
                     return Err(invalid!(
                         "{} needs a provider with \"client_id\" and \"issuer\"",
@@ -897,10 +900,7 @@ impl LocConf {
                 let mut v = vec![main.prov(self, "", auth)?];
                 if self.endpoint.is_some() {
                     // the callback and sign-out also serve every named provider
-                    let names: Vec<String> = main.named.iter().map(|(n, _)| n.clone()).collect();
-                    for n in &names {
-                        v.push(main.named_prov(n, false)?);
-                    }
+                    v.extend(main.all_named()?);
                 }
                 v
             }

@@ -19,7 +19,7 @@ use oauth2_core::waits::WaitFor;
 
 use crate::conf::{ClientConf, LocRuntime, Prov, SessionConf, UriValue};
 use crate::http::RequestExt;
-use crate::worker::{test_hook, with_worker, KeyState};
+use crate::worker::{test_hook, with_worker, KeyState, Worker};
 
 /// State cookies older than this are refused (and expire in the browser).
 pub const STATE_TTL: u64 = 600;
@@ -122,19 +122,20 @@ pub fn issue_session(r: &mut Request, sc: &SessionConf, prov: &Prov, s: &Session
         set_cookie(r, sc, &name, &value, max_age, false);
     }
     let cookies = r.cookies();
-    for i in n.max(1)..session::MAX_CHUNKS {
-        let name = format!("{}_{}", sc.cookie_name, i);
-        if cookie(&cookies, &name).is_some() {
-            delete_cookie(r, sc, &name, false);
-        }
-    }
+    delete_chunks(r, sc, &cookies, n.max(1));
     true
 }
 
 /// Clear the session cookie and its chunks.
 pub fn clear_session(r: &mut Request, sc: &SessionConf, cookies: &[(String, String)]) {
     delete_cookie(r, sc, &sc.cookie_name, false);
-    for i in 1..session::MAX_CHUNKS {
+    delete_chunks(r, sc, cookies, 1);
+}
+
+/// Delete the session's chunk cookies from number `from` on, those the
+/// browser sent.
+fn delete_chunks(r: &mut Request, sc: &SessionConf, cookies: &[(String, String)], from: usize) {
+    for i in from..session::MAX_CHUNKS {
         let name = format!("{}_{}", sc.cookie_name, i);
         if cookie(cookies, &name).is_some() {
             delete_cookie(r, sc, &name, false);
@@ -271,21 +272,13 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
                 "oauth2: waiting for the refresh of this session (job {})",
                 job
             );
-            if w.park(r, prov.index, WaitFor::Job(job)) {
-                None
-            } else {
-                Some(Err(RefreshError::TimedOut))
-            }
+            park_refresh(w, r, prov.index, WaitFor::Job(job))
         }
         RefreshStep::Start => {
             let p = &w.providers[prov.index];
             if p.metadata.is_none() && p.state == KeyState::Loading {
                 // a worker just started: wait for the metadata first
-                return if w.park(r, prov.index, WaitFor::Provider(prov.index)) {
-                    None
-                } else {
-                    Some(Err(RefreshError::TimedOut))
-                };
+                return park_refresh(w, r, prov.index, WaitFor::Provider(prov.index));
             }
             let Some(url) = p.metadata.as_ref().and_then(|m| m.token_endpoint.clone()) else {
                 return Some(Err(RefreshError::NoTokenEndpoint));
@@ -299,11 +292,7 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
                 Ok(job) => {
                     w.refreshes.started(key.clone(), job, s.clone(), t);
                     ngx_log_debug_http!(r, "oauth2: refreshing the session (job {})", job);
-                    if w.park(r, prov.index, WaitFor::Job(job)) {
-                        None
-                    } else {
-                        Some(Err(RefreshError::TimedOut))
-                    }
+                    park_refresh(w, r, prov.index, WaitFor::Job(job))
                 }
                 Err(e) => Some(Err(RefreshError::Fetch(e))),
             }
@@ -345,6 +334,21 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
             clear_session(r, sc, &r.cookies());
             SessionOutcome::None
         }
+    }
+}
+
+/// Park a request for its session's refresh: `None` (it waits), or why it
+/// cannot wait (then it is answered as a refresh that did not come in time).
+fn park_refresh(
+    w: &mut Worker,
+    r: &mut Request,
+    provider: usize,
+    what: WaitFor,
+) -> Option<Result<Session, RefreshError>> {
+    if w.park(r, provider, what) {
+        None
+    } else {
+        Some(Err(RefreshError::TimedOut))
     }
 }
 

@@ -185,6 +185,13 @@ impl Worker {
         }
     }
 
+    /// Count an introspection call sent to provider `p`, or one that failed.
+    pub fn count_introspection(&self, p: usize, failed: bool) {
+        if let Some(s) = &self.stats {
+            s.introspection(p, failed);
+        }
+    }
+
     /// Count one of the figures of `oauth2_core::metrics::GLOBAL`.
     #[inline]
     pub fn count(&self, g: usize) {

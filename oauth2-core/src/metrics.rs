@@ -228,6 +228,14 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// A family with one value per provider: name, type, help, the value.
+type PerProvider = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ProviderSnapshot) -> u64,
+);
+
 /// The Prometheus text exposition format 0.0.4: every family with `# HELP`
 /// and `# TYPE`, names prefixed `nginx_oauth2_`, counters ending in `_total`.
 pub fn to_prometheus(s: &Snapshot) -> String {
@@ -296,20 +304,6 @@ pub fn to_prometheus(s: &Snapshot) -> String {
     }
     family(
         &mut o,
-        "provider_up",
-        "gauge",
-        "1 when the provider's last metadata and key fetch succeeded in every worker.",
-    );
-    for p in &s.providers {
-        let up = u8::from(p.state == "ready");
-        let _ = writeln!(
-            o,
-            "nginx_oauth2_provider_up{{provider=\"{}\"}} {up}",
-            label(&p.name)
-        );
-    }
-    family(
-        &mut o,
         "provider_state",
         "gauge",
         "The provider's state (1 for the current one).",
@@ -323,34 +317,6 @@ pub fn to_prometheus(s: &Snapshot) -> String {
                 label(&p.name)
             );
         }
-    }
-    family(
-        &mut o,
-        "provider_last_success_timestamp_seconds",
-        "gauge",
-        "Unix time of the last successful metadata and key fetch.",
-    );
-    for p in &s.providers {
-        let _ = writeln!(
-            o,
-            "nginx_oauth2_provider_last_success_timestamp_seconds{{provider=\"{}\"}} {}",
-            label(&p.name),
-            p.last_success
-        );
-    }
-    family(
-        &mut o,
-        "provider_consecutive_failures",
-        "gauge",
-        "Failed fetches in a row (the most of any worker).",
-    );
-    for p in &s.providers {
-        let _ = writeln!(
-            o,
-            "nginx_oauth2_provider_consecutive_failures{{provider=\"{}\"}} {}",
-            label(&p.name),
-            p.failures
-        );
     }
     family(
         &mut o,
@@ -369,33 +335,49 @@ pub fn to_prometheus(s: &Snapshot) -> String {
             );
         }
     }
-    family(
-        &mut o,
-        "introspections_total",
-        "counter",
-        "Introspection calls sent to the provider.",
-    );
-    for p in &s.providers {
-        let _ = writeln!(
-            o,
-            "nginx_oauth2_introspections_total{{provider=\"{}\"}} {}",
-            label(&p.name),
-            p.introspections
-        );
-    }
-    family(
-        &mut o,
-        "introspection_failures_total",
-        "counter",
-        "Introspection calls that gave no usable answer.",
-    );
-    for p in &s.providers {
-        let _ = writeln!(
-            o,
-            "nginx_oauth2_introspection_failures_total{{provider=\"{}\"}} {}",
-            label(&p.name),
-            p.introspection_failures
-        );
+    // one value per provider
+    let per_provider: [PerProvider; 5] = [
+        (
+            "provider_up",
+            "gauge",
+            "1 when the provider's last metadata and key fetch succeeded in every worker.",
+            |p| u64::from(p.state == "ready"),
+        ),
+        (
+            "provider_last_success_timestamp_seconds",
+            "gauge",
+            "Unix time of the last successful metadata and key fetch.",
+            |p| p.last_success,
+        ),
+        (
+            "provider_consecutive_failures",
+            "gauge",
+            "Failed fetches in a row (the most of any worker).",
+            |p| p.failures,
+        ),
+        (
+            "introspections_total",
+            "counter",
+            "Introspection calls sent to the provider.",
+            |p| p.introspections,
+        ),
+        (
+            "introspection_failures_total",
+            "counter",
+            "Introspection calls that gave no usable answer.",
+            |p| p.introspection_failures,
+        ),
+    ];
+    for (name, kind, help, value) in per_provider {
+        family(&mut o, name, kind, help);
+        for p in &s.providers {
+            let _ = writeln!(
+                o,
+                "nginx_oauth2_{name}{{provider=\"{}\"}} {}",
+                label(&p.name),
+                value(p)
+            );
+        }
     }
     o
 }
