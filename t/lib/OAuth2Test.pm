@@ -294,10 +294,14 @@ sub write_conf {
     my $httpc = subst($block->http_config);
     my $conf = subst($block->config);
     my $workers = defined $block->workers ? (lines($block->workers))[0] : 1;
+    # as root, workers would run as "nobody" and could not read the servroot
+    # of a checkout in a private directory (static files of some tests)
+    my $user = $> == 0 ? 'user root root;' : '';
     open my $f, '>', "$ROOT/conf/nginx.conf" or die $!;
     print $f <<"EOF";
 load_module $MODULE;
 env NGX_OAUTH2_TEST_HOOKS;
+$user
 daemon off;
 master_process on;
 worker_processes $workers;
