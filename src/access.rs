@@ -393,16 +393,16 @@ fn bearer(
             return introspection_step(w, r, rt, &prov, token, now);
         }
         let p = &w.providers[prov.index];
-        let sets = p.key_sets();
-        if sets.is_empty() {
+        if !p.has_keys() {
             return match p.state {
                 KeyState::Loading => park(w, r, prov.index, WaitFor::Provider(prov.index)),
                 _ => Outcome::Invalid(Rejection::ProviderUnavailable, p.retry_in),
             };
         }
         let (last_ok, retry_in) = (p.last_ok, p.retry_in);
-        let refs: Vec<_> = sets.iter().map(|s| &**s).collect();
-        match jwt::validate_access_token(token, &refs, &prov.policy, now) {
+        let checked =
+            p.with_key_sets(|sets| jwt::validate_access_token(token, sets, &prov.policy, now));
+        match checked {
             Ok(v) => {
                 let claims = Arc::new(v.claims);
                 w.cache_insert(rt.cache_id, raw_token, claims.clone(), v.exp);

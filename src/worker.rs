@@ -66,12 +66,16 @@ pub struct ProviderRt {
 
 impl ProviderRt {
     /// The key sets to validate with: fetched keys, then the static ones.
-    pub fn key_sets(&self) -> Vec<Arc<KeySet>> {
-        self.keys
-            .iter()
-            .chain(self.spec.static_keys.iter())
-            .cloned()
-            .collect()
+    pub fn with_key_sets<R>(&self, f: impl FnOnce(&[&KeySet]) -> R) -> R {
+        match (self.keys.as_deref(), self.spec.static_keys.as_deref()) {
+            (Some(a), Some(b)) => f(&[a, b]),
+            (Some(a), None) | (None, Some(a)) => f(&[a]),
+            (None, None) => f(&[]),
+        }
+    }
+
+    pub fn has_keys(&self) -> bool {
+        self.keys.is_some() || self.spec.static_keys.is_some()
     }
 }
 

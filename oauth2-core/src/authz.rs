@@ -154,6 +154,7 @@ mod tests {
         .as_object()
         .unwrap()
         .clone()
+        .into()
     }
 
     fn rule(n: &str, v: &[&str]) -> ClaimRule {

@@ -4,9 +4,79 @@
 //! characters (CR, LF, NUL, ...) are dropped: a claim can never inject a
 //! header.
 
-use serde_json::Value;
+use std::sync::OnceLock;
 
-use crate::jwt::Claims;
+use serde_json::{Map, Value};
+
+/// A credential's claims. A JWT access token's are kept as the payload's
+/// JSON text (checked strictly when it was validated) and read into a map
+/// only the first time something asks for a claim by name (a rule, a
+/// variable): a token that nothing looks into costs no document. Claims
+/// from elsewhere (ID tokens, introspection, UserInfo) come as a map.
+/// Derefs to the map.
+pub struct Claims {
+    json: Box<[u8]>,
+    map: OnceLock<Map<String, Value>>,
+}
+
+impl Claims {
+    /// From a JSON object's text whose strictness was already checked
+    /// (`json::strict`).
+    pub fn from_json(json: Vec<u8>) -> Claims {
+        Claims {
+            json: json.into_boxed_slice(),
+            map: OnceLock::new(),
+        }
+    }
+
+    pub fn map(&self) -> &Map<String, Value> {
+        self.map.get_or_init(|| {
+            // checked when the token was validated; an error cannot happen,
+            // and would only leave no claims to read (rules then deny)
+            serde_json::from_slice(&self.json).unwrap_or_default()
+        })
+    }
+}
+
+impl From<Map<String, Value>> for Claims {
+    fn from(m: Map<String, Value>) -> Claims {
+        Claims {
+            json: Box::default(),
+            map: OnceLock::from(m),
+        }
+    }
+}
+
+impl Default for Claims {
+    fn default() -> Claims {
+        Claims::from(Map::new())
+    }
+}
+
+impl Clone for Claims {
+    fn clone(&self) -> Claims {
+        Claims::from(self.map().clone())
+    }
+}
+
+impl PartialEq for Claims {
+    fn eq(&self, other: &Claims) -> bool {
+        self.map() == other.map()
+    }
+}
+
+impl std::fmt::Debug for Claims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.map().fmt(f)
+    }
+}
+
+impl std::ops::Deref for Claims {
+    type Target = Map<String, Value>;
+    fn deref(&self) -> &Map<String, Value> {
+        self.map()
+    }
+}
 
 /// `$oauth2_claim_NAME`: strings as they are, numbers and booleans as JSON,
 /// arrays joined with `,`, objects as JSON, null and absent as `None`.
@@ -39,14 +109,13 @@ mod tests {
     use serde_json::json;
 
     fn claims() -> Claims {
-        json!({
+        let v = json!({
             "sub": "alice", "n": 42, "ok": true, "nil": null,
             "groups": ["admin", "dev"], "mixed": ["a", 1, {"k": "v"}],
             "obj": {"roles": ["x"]}, "evil": "a\r\nX-Injected: 1\u{0}"
-        })
-        .as_object()
-        .unwrap()
-        .clone()
+        });
+        // as a validated JWT's claims arrive: JSON text, read on demand
+        Claims::from_json(serde_json::to_vec(&v).unwrap())
     }
 
     #[test]

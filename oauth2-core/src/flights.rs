@@ -299,7 +299,7 @@ mod tests {
 
     fn session(refresh: &str) -> Arc<Session> {
         Arc::new(Session {
-            claims: Arc::new(serde_json::Map::new()),
+            claims: Arc::default(),
             access_token: "old".into(),
             access_exp: 100,
             refresh_token: Some(refresh.into()),

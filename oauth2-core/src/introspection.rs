@@ -67,7 +67,7 @@ pub fn check(
     if !aud_ok {
         return Err(IntrospectionError::Rejected(Rejection::WrongAudience));
     }
-    Ok((claims, exp))
+    Ok((claims.into(), exp))
 }
 
 #[derive(Debug, PartialEq, Eq)]

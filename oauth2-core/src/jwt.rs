@@ -7,11 +7,15 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::Algorithm;
-use serde_json::{Map, Value};
+use std::marker::PhantomData;
 
+use serde::de::{DeserializeSeed, MapAccess, Visitor};
+
+pub use crate::claims::Claims;
 use crate::config::parse_algorithm;
 use crate::error::Rejection;
-use crate::keys::{KeySet, Lookup};
+use crate::json::{Any, AnyOf, Name, Names, Scalar};
+use crate::keys::KeySet;
 
 /// Tokens longer than this are rejected before any parsing.
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
@@ -26,12 +30,12 @@ pub struct Policy {
     pub skew_secs: u64,
 }
 
-pub type Claims = Map<String, Value>;
-
 #[derive(Debug)]
 pub struct Validated {
     pub claims: Claims,
     pub exp: u64,
+    /// The payload has a `nonce` (an ID token's mark).
+    pub nonce: bool,
 }
 
 /// A token split into its parts, with the header decoded.
@@ -86,73 +90,63 @@ fn is_b64url(s: &str) -> bool {
     all_bytes(s.as_bytes(), b64url_byte)
 }
 
-fn b64_json(part: &str) -> Result<Map<String, Value>, Rejection> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|_| Rejection::Malformed)?;
-    // Duplicate member names are refused: parsers that keep the first and
-    // parsers that keep the last would read different claims.
-    match serde_json::from_slice::<Strict>(&bytes) {
-        Ok(Strict(Value::Object(m))) => Ok(m),
-        _ => Err(Rejection::Malformed),
+/// Base64url-decode a part into `buf` when it fits, else onto the heap.
+fn decode_part<'b>(part: &str, buf: &'b mut [u8], heap: &'b mut Vec<u8>) -> Option<&'b [u8]> {
+    if part.len().div_ceil(4) * 3 <= buf.len() {
+        let n = URL_SAFE_NO_PAD.decode_slice(part, buf).ok()?;
+        Some(&buf[..n])
+    } else {
+        *heap = URL_SAFE_NO_PAD.decode(part).ok()?;
+        Some(heap)
     }
 }
 
-/// A JSON value whose objects (at every depth) have no duplicate names.
-struct Strict(Value);
+/// The JOSE header members the checks read; the others are walked.
+#[derive(Default)]
+struct JoseHeader<'a> {
+    alg: Option<Scalar<'a>>,
+    typ: Option<Scalar<'a>>,
+    kid: Option<Scalar<'a>>,
+    crit: bool,
+}
 
-impl<'de> serde::Deserialize<'de> for Strict {
+impl<'de> serde::Deserialize<'de> for JoseHeader<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(StrictVisitor).map(Strict)
+        d.deserialize_map(JoseHeaderVisitor)
     }
 }
 
-struct StrictVisitor;
+struct JoseHeaderVisitor;
 
-impl<'de> serde::de::Visitor<'de> for StrictVisitor {
-    type Value = Value;
-
+impl<'de> Visitor<'de> for JoseHeaderVisitor {
+    type Value = JoseHeader<'de>;
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("JSON")
+        f.write_str("a JOSE header")
     }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_string()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
-        let mut v = Vec::new();
-        while let Some(Strict(x)) = a.next_element()? {
-            v.push(x);
-        }
-        Ok(Value::Array(v))
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
-        let mut m = Map::new();
-        while let Some(k) = a.next_key::<String>()? {
-            let Strict(v) = a.next_value()?;
-            if m.insert(k, v).is_some() {
-                return Err(serde::de::Error::custom("duplicate member name"));
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        let mut h = JoseHeader::default();
+        let mut names = Names::default();
+        while let Some(Name(k)) = a.next_key::<Name<'de>>()? {
+            names.add(k.clone())?;
+            let v = a.next_value_seed(Any)?;
+            match &*k {
+                "alg" => h.alg = Some(v),
+                "typ" => h.typ = Some(v),
+                "kid" => h.kid = Some(v),
+                "crit" => h.crit = true,
+                _ => {}
             }
         }
-        Ok(Value::Object(m))
+        Ok(h)
     }
+}
+
+/// Parse JSON text completely (nothing may follow it) with `seed`.
+fn read_json<'de, S: DeserializeSeed<'de>>(bytes: &'de [u8], seed: S) -> Option<S::Value> {
+    let mut d = serde_json::Deserializer::from_slice(bytes);
+    let v = seed.deserialize(&mut d).ok()?;
+    d.end().ok()?;
+    Some(v)
 }
 
 /// Step one: split, decode the header, check `alg`, `typ` and `crit`.
@@ -168,9 +162,11 @@ pub fn parse<'a>(token: &'a str, policy: &Policy) -> Result<Parsed<'a>, Rejectio
     if h.is_empty() || p.is_empty() || !is_b64url(h) || !is_b64url(p) || !is_b64url(s) {
         return Err(Rejection::Malformed);
     }
-    let header = b64_json(h)?;
-    let alg_name = match header.get("alg") {
-        Some(Value::String(a)) => a.as_str(),
+    let (mut buf, mut heap) = ([0u8; 512], Vec::new());
+    let bytes = decode_part(h, &mut buf, &mut heap).ok_or(Rejection::Malformed)?;
+    let header = read_json(bytes, PhantomData::<JoseHeader>).ok_or(Rejection::Malformed)?;
+    let alg_name = match &header.alg {
+        Some(Scalar::Str(a)) => a,
         _ => return Err(Rejection::Malformed),
     };
     // `none` and anything unknown fail here; the list is the configuration's.
@@ -182,12 +178,12 @@ pub fn parse<'a>(token: &'a str, policy: &Policy) -> Result<Parsed<'a>, Rejectio
         return Err(Rejection::BadSignature);
     }
     // RFC 7515 §4.1.11: we understand no extension, so any `crit` is fatal.
-    if header.contains_key("crit") {
+    if header.crit {
         return Err(Rejection::UnsupportedCritical);
     }
-    match header.get("typ") {
+    match &header.typ {
         None => {}
-        Some(Value::String(t)) => {
+        Some(Scalar::Str(t)) => {
             let t = t.strip_prefix("application/").unwrap_or(t);
             if !t.eq_ignore_ascii_case("jwt") && !t.eq_ignore_ascii_case("at+jwt") {
                 return Err(Rejection::BadType);
@@ -195,9 +191,9 @@ pub fn parse<'a>(token: &'a str, policy: &Policy) -> Result<Parsed<'a>, Rejectio
         }
         Some(_) => return Err(Rejection::BadType),
     }
-    let kid = match header.get("kid") {
+    let kid = match header.kid {
         None => None,
-        Some(Value::String(k)) => Some(k.clone()),
+        Some(Scalar::Str(k)) => Some(k.into_owned()),
         Some(_) => return Err(Rejection::Malformed),
     };
     Ok(Parsed {
@@ -212,102 +208,141 @@ pub fn parse<'a>(token: &'a str, policy: &Policy) -> Result<Parsed<'a>, Rejectio
 /// Step two: verify the signature with the key sets (fetched keys, then the
 /// static ones). `UnknownKey` only when no set has the token's `kid`.
 pub fn verify(parsed: &Parsed<'_>, sets: &[&KeySet]) -> Result<(), Rejection> {
-    let mut candidates = Vec::new();
-    let mut known = false;
-    for keys in sets {
-        match keys.lookup(parsed.kid.as_deref(), parsed.alg) {
-            Lookup::Found(c) => {
-                known = true;
-                candidates.extend(c);
-            }
-            Lookup::UnknownKid => {}
-            Lookup::NoFittingKey => known = true,
+    let kid = parsed.kid.as_deref();
+    // without a `kid` every key of the algorithm is a candidate
+    let mut known = kid.is_none();
+    let (mut buf, mut heap) = ([0u8; 768], Vec::new());
+    let signature = decode_part(parsed.signature, &mut buf, &mut heap);
+    let input = parsed.signing_input.as_bytes();
+    for key in sets.iter().flat_map(|s| s.keys.iter()) {
+        if kid.is_some() && key.kid.as_deref() != kid {
+            continue;
         }
-    }
-    if !known {
-        return Err(Rejection::UnknownKey);
-    }
-    let mut signature = None;
-    for key in candidates {
+        known = true;
+        if !key.fits(parsed.alg) {
+            continue;
+        }
         let ok = match key.parsed(parsed.alg) {
-            Some(pk) => {
-                // decoded once, for however many candidate keys
-                let sig =
-                    signature.get_or_insert_with(|| URL_SAFE_NO_PAD.decode(parsed.signature).ok());
-                sig.as_ref()
-                    .is_some_and(|s| pk.verify_sig(parsed.signing_input.as_bytes(), s).is_ok())
-            }
+            Some(pk) => signature.is_some_and(|s| pk.verify_sig(input, s).is_ok()),
             // HMAC secrets: jsonwebtoken's constant-time check
-            None => jsonwebtoken::crypto::verify(
-                parsed.signature,
-                parsed.signing_input.as_bytes(),
-                key.decoding(),
-                parsed.alg,
-            )
-            .unwrap_or(false),
+            None => {
+                jsonwebtoken::crypto::verify(parsed.signature, input, key.decoding(), parsed.alg)
+                    .unwrap_or(false)
+            }
         };
         if ok {
             return Ok(());
         }
     }
-    Err(Rejection::BadSignature)
-}
-
-fn time_claim(claims: &Claims, name: &str) -> Result<Option<u64>, Rejection> {
-    match claims.get(name) {
-        None => Ok(None),
-        Some(Value::Number(n)) => {
-            if let Some(v) = n.as_u64() {
-                Ok(Some(v))
-            } else if let Some(f) = n.as_f64() {
-                if f.is_finite() && f >= 0.0 {
-                    Ok(Some(f as u64))
-                } else {
-                    Err(Rejection::BadTimeClaim)
-                }
-            } else {
-                Err(Rejection::BadTimeClaim)
-            }
-        }
-        Some(_) => Err(Rejection::BadTimeClaim),
+    if known {
+        Err(Rejection::BadSignature)
+    } else {
+        Err(Rejection::UnknownKey)
     }
 }
 
-/// Step three: the claims (`exp`, `nbf`, `iat`, `iss`, `aud`).
-pub fn check_claims(claims: Claims, policy: &Policy, now: u64) -> Result<Validated, Rejection> {
+/// A time claim as the payload had it.
+#[derive(Clone, Copy)]
+enum Time {
+    At(u64),
+    Bad,
+}
+
+fn time(v: Scalar<'_>) -> Time {
+    match v {
+        Scalar::U64(v) => Time::At(v),
+        Scalar::F64(f) if f.is_finite() && f >= 0.0 => Time::At(f as u64),
+        _ => Time::Bad,
+    }
+}
+
+/// The registered claims of a payload, checked against the policy while it
+/// is read (`iss` and `aud` are compared in place, nothing is copied).
+#[derive(Default)]
+struct Registered {
+    exp: Option<Time>,
+    nbf: Option<Time>,
+    iat: Option<Time>,
+    iss_ok: bool,
+    aud_ok: bool,
+    nonce: bool,
+}
+
+struct PayloadSeed<'p>(&'p Policy);
+
+impl<'de> DeserializeSeed<'de> for PayloadSeed<'_> {
+    type Value = Registered;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Registered, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PayloadSeed<'_> {
+    type Value = Registered;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JWT claims set")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Registered, A::Error> {
+        let mut r = Registered::default();
+        let mut names = Names::default();
+        while let Some(Name(k)) = a.next_key::<Name<'de>>()? {
+            names.add(k.clone())?;
+            match &*k {
+                "aud" => r.aud_ok = a.next_value_seed(AnyOf(&self.0.audiences))?,
+                name => {
+                    let v = a.next_value_seed(Any)?;
+                    match name {
+                        "exp" => r.exp = Some(time(v)),
+                        "nbf" => r.nbf = Some(time(v)),
+                        "iat" => r.iat = Some(time(v)),
+                        "iss" => {
+                            r.iss_ok =
+                                matches!((&v, &self.0.issuer), (Scalar::Str(t), Some(i)) if t == i)
+                        }
+                        "nonce" => r.nonce = true,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok(r)
+    }
+}
+
+/// Step three: the claims (`exp`, `nbf`, `iat`, `iss`, `aud`), read from
+/// the payload's JSON in one pass. Returns `exp` and whether a `nonce` is
+/// there.
+fn check_payload(json: &[u8], policy: &Policy, now: u64) -> Result<(u64, bool), Rejection> {
+    let r = read_json(json, PayloadSeed(policy)).ok_or(Rejection::Malformed)?;
     let skew = policy.skew_secs;
-    let exp = time_claim(&claims, "exp")?.ok_or(Rejection::BadTimeClaim)?;
+    let exp = match r.exp {
+        Some(Time::At(v)) => v,
+        _ => return Err(Rejection::BadTimeClaim),
+    };
     if now >= exp.saturating_add(skew) {
         return Err(Rejection::Expired);
     }
-    if let Some(nbf) = time_claim(&claims, "nbf")? {
-        if nbf > now.saturating_add(skew) {
-            return Err(Rejection::NotYetValid);
+    match r.nbf {
+        Some(Time::Bad) => return Err(Rejection::BadTimeClaim),
+        Some(Time::At(nbf)) if nbf > now.saturating_add(skew) => {
+            return Err(Rejection::NotYetValid)
         }
+        _ => {}
     }
-    if let Some(iat) = time_claim(&claims, "iat")? {
-        if iat > now.saturating_add(skew) {
-            return Err(Rejection::IssuedInFuture);
+    match r.iat {
+        Some(Time::Bad) => return Err(Rejection::BadTimeClaim),
+        Some(Time::At(iat)) if iat > now.saturating_add(skew) => {
+            return Err(Rejection::IssuedInFuture)
         }
+        _ => {}
     }
-    if let Some(iss) = &policy.issuer {
-        match claims.get("iss") {
-            Some(Value::String(t)) if t == iss => {}
-            _ => return Err(Rejection::WrongIssuer),
-        }
+    if policy.issuer.is_some() && !r.iss_ok {
+        return Err(Rejection::WrongIssuer);
     }
-    let aud_ok = match claims.get("aud") {
-        Some(Value::String(a)) => policy.audiences.iter().any(|x| x == a),
-        Some(Value::Array(v)) => v.iter().any(|a| {
-            a.as_str()
-                .is_some_and(|a| policy.audiences.iter().any(|x| x == a))
-        }),
-        _ => false,
-    };
-    if !aud_ok {
+    if !r.aud_ok {
         return Err(Rejection::WrongAudience);
     }
-    Ok(Validated { claims, exp })
+    Ok((exp, r.nonce))
 }
 
 /// A bearer token: `validate`, and it must not be an ID token (one carries
@@ -320,13 +355,14 @@ pub fn validate_access_token(
     now: u64,
 ) -> Result<Validated, Rejection> {
     let v = validate(token, sets, policy, now)?;
-    if v.claims.contains_key("nonce") {
+    if v.nonce {
         return Err(Rejection::IdToken);
     }
     Ok(v)
 }
 
-/// The whole check: parse, verify, claims.
+/// The whole check: parse, verify, claims. The payload is decoded once into
+/// the buffer the claims then keep.
 pub fn validate(
     token: &str,
     sets: &[&KeySet],
@@ -335,8 +371,15 @@ pub fn validate(
 ) -> Result<Validated, Rejection> {
     let parsed = parse(token, policy)?;
     verify(&parsed, sets)?;
-    let claims = b64_json(parsed.payload)?;
-    check_claims(claims, policy, now)
+    let json = URL_SAFE_NO_PAD
+        .decode(parsed.payload)
+        .map_err(|_| Rejection::Malformed)?;
+    let (exp, nonce) = check_payload(&json, policy, now)?;
+    Ok(Validated {
+        claims: Claims::from_json(json),
+        exp,
+        nonce,
+    })
 }
 
 #[cfg(test)]
@@ -376,7 +419,7 @@ mod tests {
     use crate::config::DEFAULT_ALGORITHMS;
     use crate::keys::KeySource;
     use jsonwebtoken::{encode, EncodingKey, Header};
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     // A throwaway RSA-2048 test key (generated for these tests only).
     const RSA_PRIV: &str = include_str!("../testdata/rsa_priv.pem");

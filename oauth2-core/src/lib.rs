@@ -11,6 +11,7 @@ pub mod decide;
 pub mod error;
 pub mod flights;
 pub mod introspection;
+pub mod json;
 pub mod jwt;
 pub mod keys;
 pub mod login;

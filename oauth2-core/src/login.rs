@@ -376,7 +376,11 @@ pub enum UserInfoError {
 /// The claims of a UserInfo answer, for the user the ID token names: a JSON
 /// object whose `sub` equals the ID token's (a signed or encrypted answer is
 /// not JSON and is refused).
-pub fn userinfo_claims(status: u16, body: &[u8], id_sub: &str) -> Result<Claims, UserInfoError> {
+pub fn userinfo_claims(
+    status: u16,
+    body: &[u8],
+    id_sub: &str,
+) -> Result<serde_json::Map<String, Value>, UserInfoError> {
     if !(200..300).contains(&status) {
         return Err(UserInfoError::Status(status));
     }

@@ -195,7 +195,7 @@ pub struct LoginState {
 pub struct Session {
     /// The ID token's claims (what the variables show).
     #[serde(skip)]
-    pub claims: std::sync::Arc<serde_json::Map<String, serde_json::Value>>,
+    pub claims: std::sync::Arc<crate::claims::Claims>,
     pub access_token: String,
     /// Unix time the access token expires (0: unknown).
     pub access_exp: u64,
@@ -223,7 +223,7 @@ impl Session {
         let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
         match serde_json::from_slice(&bytes).ok()? {
             serde_json::Value::Object(m) => {
-                s.claims = std::sync::Arc::new(joined_claims(m, s.userinfo.as_ref()))
+                s.claims = std::sync::Arc::new(joined_claims(m, s.userinfo.as_ref()).into())
             }
             _ => return None,
         }

@@ -28,6 +28,9 @@ use crate::session::{client_auth, cookie, delete_cookie, issue_session, now, uri
 use crate::worker::{test_hook, timed_out, with_worker, KeyState};
 use crate::Module;
 
+/// The claims of a UserInfo answer.
+type ClaimMap = serde_json::Map<String, serde_json::Value>;
+
 enum Step {
     Done(ngx_int_t),
     Wait,
@@ -452,22 +455,22 @@ fn finish_login(
     let t = now();
     let checked = with_worker(|w| {
         let p = &w.providers[prov.index];
-        let sets = p.key_sets();
-        let refs: Vec<_> = sets.iter().map(|s| &**s).collect();
         let who = login::IdTokenClient {
             issuer: &client.issuer,
             client_id: &client.client_id,
             nonce: &login.nonce,
             secret: client.client_secret.as_ref().map(|s| s.0.as_str()),
         };
-        let res = login::validate_id_token(
-            &id_token,
-            &refs,
-            &who,
-            &prov.policy.algorithms,
-            prov.policy.skew_secs,
-            t,
-        );
+        let res = p.with_key_sets(|sets| {
+            login::validate_id_token(
+                &id_token,
+                sets,
+                &who,
+                &prov.policy.algorithms,
+                prov.policy.skew_secs,
+                t,
+            )
+        });
         let last_ok = p.last_ok;
         let userinfo = p
             .metadata
@@ -567,7 +570,7 @@ fn complete(
     login: Login,
     tokens: TokenResponse,
     claims: Claims,
-    userinfo: Option<Claims>,
+    userinfo: Option<ClaimMap>,
 ) -> Step {
     let Some(prov) = login_prov(rt, &login) else {
         return Step::Done(500);
@@ -578,15 +581,15 @@ fn complete(
     let t = now();
     // keep only what UserInfo adds (the ID token's claims win anyway): the
     // cookie stays small
-    let userinfo: Option<Claims> = userinfo
+    let userinfo: Option<ClaimMap> = userinfo
         .map(|u| {
             u.into_iter()
                 .filter(|(k, _)| !claims.contains_key(k))
                 .collect()
         })
-        .filter(|u: &Claims| !u.is_empty());
+        .filter(|u: &ClaimMap| !u.is_empty());
     let s = Session {
-        claims: Arc::new(joined_claims(claims, userinfo.as_ref())),
+        claims: Arc::new(joined_claims(claims.map().clone(), userinfo.as_ref()).into()),
         access_token: tokens.access_token,
         access_exp: tokens.expires_in.map(|e| t + e).unwrap_or(0),
         refresh_token: tokens.refresh_token,
