@@ -101,7 +101,16 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(2);
-    println!("one worker, its own cache          {:>8.0} ns/hit", local(1));
-    println!("{threads} workers, each its own cache      {:>8.0} ns/hit", local(threads));
-    println!("{threads} workers, one shared locked cache {:>8.0} ns/hit", shared(threads));
+    println!(
+        "one worker, its own cache          {:>8.0} ns/hit",
+        local(1)
+    );
+    println!(
+        "{threads} workers, each its own cache      {:>8.0} ns/hit",
+        local(threads)
+    );
+    println!(
+        "{threads} workers, one shared locked cache {:>8.0} ns/hit",
+        shared(threads)
+    );
 }
