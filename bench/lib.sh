@@ -84,15 +84,17 @@ get_token() {
         -d "resource=${1:-urn:test:api}" "$OP_URL/token" | sed 's/.*"access_token":"\([^"]*\)".*/\1/'
 }
 
-# a session cookie header value, from a full browser login through nginx
+# get_cookie [PATH [NAME]]: a session cookie header value, from a full
+# browser login through nginx at PATH (default /app/), cookie NAME (default
+# oauth2_session)
 get_cookie() {
     perl -I"$TOP/t/lib" -MOAuth2Browser -e '
-        my ($op, $base) = @ARGV;
+        my ($op, $base, $path, $name) = @ARGV;
         my $b = OAuth2Browser->new(op => $op);
-        my $r = $b->login("$base/app/", "bench-user");
+        my $r = $b->login("$base$path", "bench-user");
         die "login failed: $r->{status}\n" unless $r->{status} == 302;
-        print join("; ", map { "$_=" . $b->cookie($_) } grep { /^oauth2_session/ } $b->cookie_names), "\n";
-    ' "$OP_URL" "http://127.0.0.1:$NGX_PORT"
+        print join("; ", map { "$_=" . $b->cookie($_) } grep { /^\Q$name\E(_\d+)?$/ } $b->cookie_names), "\n";
+    ' "$OP_URL" "http://127.0.0.1:$NGX_PORT" "${1:-/app/}" "${2:-oauth2_session}"
 }
 
 worker_pids() {

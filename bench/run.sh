@@ -28,13 +28,15 @@ MISS_TOKENS=${MISS_TOKENS:-10000}
 MEM_TOKENS=${MEM_TOKENS:-1000000}
 MEM_CACHE=${MEM_CACHE:-16m}
 WARMUP=${WARMUP:-2}
-ALL_SCENARIOS="ceiling ceiling_cookie rs256 es256 rs256_multi cookie miss authreq ap_ceiling ap_oauth2 ap_openidc ap_cookie w2_ceiling w2_rs256 w2_miss wauto_ceiling wauto_rs256 wauto_miss"
+ALL_SCENARIOS="ceiling ceiling_cookie rs256 es256 rs256_multi cookie cookie_shm miss authreq ap_ceiling ap_oauth2 ap_openidc ap_cookie w2_ceiling w2_rs256 w2_miss wauto_ceiling wauto_rs256 wauto_miss"
 read -r -a SCENARIOS <<< "${SCENARIOS:-$ALL_SCENARIOS}"
 PARTS=${PARTS:-"throughput nonblocking memory"}
 want() { [[ " $PARTS " == *" $1 "* ]]; }
 
 build
-start_op --access-ttl 7200 --redirect-uri "$(apache_redirect_uri)"
+NGX_PORT=$(free_port)
+start_op --access-ttl 7200 --redirect-uri "$(apache_redirect_uri)" \
+    --redirect-uri "http://127.0.0.1:$NGX_PORT/shm/callback"
 SIDECAR_PORT=$(free_port)
 cat > "$WORK/sidecar.conf" <<NEOF
 worker_processes 1;
@@ -81,7 +83,14 @@ http {
         location /bearer { oauth2_auth on; oauth2_on_failure 401; empty_gif; }
         location /multi { oauth2_auth two three one; oauth2_on_failure 401; empty_gif; }
         location /app/ { oauth2_auth on; empty_gif; }
-        location = /oauth2/callback { oauth2_callback; }
+        location /shm/ {
+            oauth2_auth on;
+            oauth2_session_store shm zone=bench_sessions:4m;
+            oauth2_cookie_name shm_session;
+            oauth2_redirect_uri /shm/callback;
+            empty_gif;
+            location = /shm/callback { oauth2_callback; }
+        }
         location /authreq { auth_request /_auth; empty_gif; }
         location = /_auth {
             internal;
@@ -118,6 +127,7 @@ start_apache
 RS=$(get_token urn:test:api)
 ES=$(get_token urn:test:api:es256)
 COOKIE=$(get_cookie)
+SHM_COOKIE=$(get_cookie /shm/ shm_session)
 AP_COOKIE=$(get_apache_cookie)
 echo "minting $MISS_TOKENS distinct RS256 tokens..." >&2
 node "$TOP/bench/mint.mjs" "$WORK/op" "$OP_URL" "$MISS_TOKENS" RS256 > "$WORK/miss.txt"
@@ -146,6 +156,7 @@ expect 200 -H "Authorization: Bearer $RS" "$base/multi"
 expect 401 "$base/bearer"
 expect 200 -H "Authorization: Bearer $ES" "$base/bearer"
 expect 200 -H "Cookie: $COOKIE" "$base/app/x"
+expect 200 -H "Cookie: $SHM_COOKIE" "$base/shm/x"
 expect 200 "$base/authreq"
 expect 200 -H "Authorization: Bearer $(head -1 "$WORK/miss.txt")" "$base/bearer"
 for w in 2 auto; do
@@ -167,6 +178,7 @@ declare -A LABEL=(
     [rs256_multi]="this module, RS256 bearer (cached), location with 3 providers"
     [es256]="this module, ES256 bearer (cached)"
     [cookie]="this module, cookie session"
+    [cookie_shm]="this module, session in shared memory (shm store)"
     [miss]="this module, new RS256 token every request ($MISS_TOKENS tokens)"
     [authreq]="nginx auth_request to a 200 sidecar (floor of sidecars)"
     [ap_ceiling]="Apache, no auth"
@@ -192,6 +204,7 @@ run_one() {
         rs256_multi) wrk_run -H "Authorization: Bearer $RS" "$base/multi" ;;
         es256) wrk_run -H "Authorization: Bearer $ES" "$base/bearer" ;;
         cookie) wrk_run -H "Cookie: $COOKIE" "$base/app/x" ;;
+        cookie_shm) wrk_run -H "Cookie: $SHM_COOKIE" "$base/shm/x" ;;
         miss) wrk_run -s "$WORK/miss.lua" "$base" ;;
         authreq) wrk_run -H "Authorization: Bearer $RS" "$base/authreq" ;;
         ap_ceiling) wrk_run -H "Authorization: Bearer $RS" "$apbase/ceiling/pixel.gif" ;;
@@ -434,6 +447,10 @@ if want throughput; then
         [ "$s" = rs256_multi ] && target=0.95
         echo "- ${LABEL[$s]}: $r of the ceiling (target $target: $(verdict "$r" "$target"))"
     done
+    if ran cookie_shm; then
+        r=$(ratio "$(get cookie_shm)" "$C")
+        echo "- ${LABEL[cookie_shm]}: $r of the plain ceiling (target 0.90: $(verdict "$r" 0.90)); its cookie is $(printf '%s' "$SHM_COOKIE" | wc -c) bytes"
+    fi
     if ran cookie && ran ceiling_cookie; then
         r=$(ratio "$(get cookie)" "$C")
         r2=$(ratio "$(get cookie)" "$(get ceiling_cookie)")

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(libclang-dev libpcre2-dev zlib1g-dev libssl-dev libtest-base-perl curl openssl chromium python3-prometheus-client)
+pkgs=(libclang-dev libpcre2-dev zlib1g-dev libssl-dev libtest-base-perl curl openssl chromium python3-prometheus-client redis-server redis-tools)
 [ "${WITH_BENCH:-0}" = 1 ] && pkgs+=(wrk apache2 libapache2-mod-oauth2 libapache2-mod-auth-openidc)
 missing=()
 for p in "${pkgs[@]}"; do

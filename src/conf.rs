@@ -25,6 +25,7 @@ use oauth2_core::session::CookieKeys;
 use oauth2_core::Algorithm;
 use oauth2_core::ConfError;
 
+use crate::store::{ShmZone, Store};
 use crate::Module;
 
 /// `ConfError::Invalid` with a formatted message.
@@ -64,6 +65,7 @@ pub struct LocConf {
     pub refresh: Option<bool>,
     pub post_logout_redirect_uri: Option<UriValue>,
     pub userinfo: Option<bool>,
+    pub session_store: Option<Store>,
 
     pub require_claims: Option<Vec<ClaimRule>>,
     pub require_scopes: Option<Vec<String>>,
@@ -82,6 +84,8 @@ pub enum Endpoint {
     Callback,
     SignOut,
     Status,
+    BackchannelLogout,
+    FrontchannelLogout,
 }
 
 /// A secret that never prints itself.
@@ -104,6 +108,7 @@ pub struct SessionConf {
     pub secure: bool,
     pub lifetime: u64,
     pub refresh: bool,
+    pub store: Store,
 }
 
 /// How a location authenticates (`oauth2_auth on | off | NAME...`).
@@ -227,6 +232,8 @@ pub struct MainConf {
     pub has_status: bool,
     /// The status zone (shm.rs), made at postconfiguration.
     pub status_zone: Option<std::ptr::NonNull<ngx::ffi::ngx_shm_zone_t>>,
+    /// The `shm` session zones (for the status's session count).
+    pub session_zones: Vec<ShmZone>,
 }
 
 pub const DEFAULT_TOKEN_CACHE: usize = 8 * 1024 * 1024;
@@ -234,6 +241,8 @@ pub const DEFAULT_TOKEN_CACHE: usize = 8 * 1024 * 1024;
 fn endpoint_name(e: Option<Endpoint>) -> &'static str {
     match e {
         Some(Endpoint::SignOut) => "\"oauth2_sign_out\"",
+        Some(Endpoint::BackchannelLogout) => "\"oauth2_backchannel_logout\"",
+        Some(Endpoint::FrontchannelLogout) => "\"oauth2_frontchannel_logout\"",
         _ => "\"oauth2_callback\"",
     }
 }
@@ -556,19 +565,38 @@ fn set_token_validation(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), 
     once(&mut c.token_validation, TokenValidation::parse(a[0])?)
 }
 
-/// `oauth2_session_store cookie | shm ... | redis ...;`: sessions live in the cookie;
-/// the shm and Redis stores are not in this version and say so at `nginx -t`.
-fn set_session_store(_: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
-    match a {
-        ["cookie"] => Ok(()),
-        [kind @ ("redis" | "shm"), ..] => Err(invalid!(
-            "\"{kind}\" is not supported by this version of the module (sessions are kept in the cookie)"
+/// `oauth2_session_store cookie | shm zone=NAME:SIZE | redis ...;`.
+fn set_session_store(c: &mut LocConf, a: &[&str], cx: &ConfCtx) -> Result<(), ConfError> {
+    let store = match a {
+        ["cookie"] => Store::Cookie,
+        ["shm", zone] => {
+            let spec = zone.strip_prefix("zone=").ok_or_else(|| {
+                invalid!("invalid parameter \"{zone}\", it must be \"zone=NAME:SIZE\"")
+            })?;
+            let (name, size) = spec
+                .split_once(':')
+                .filter(|(n, _)| !n.is_empty())
+                .ok_or_else(|| invalid!("invalid zone \"{spec}\", it must be \"NAME:SIZE\""))?;
+            let size = config::parse_size(size)? as usize;
+            let tag = std::ptr::addr_of_mut!(crate::ngx_http_oauth2_module).cast();
+            // SAFETY: cx.cf is the configuration being read; the tag is
+            // this module's static.
+            let z = unsafe { ShmZone::add(cx.cf, name, size, tag) }.map_err(|e| invalid!("{e}"))?;
+            Store::Shm(z)
+        }
+        ["redis", ..] => return Err(invalid!(
+            "\"redis\" is not supported by this version of the module (use \"shm zone=NAME:SIZE\")"
         )),
-        _ => Err(invalid!(
+        _ => return Err(invalid!(
             "invalid value \"{}\", it must be \"cookie\", \"shm zone=NAME:SIZE\" or \"redis URL\"",
             a.join(" ")
         )),
+    };
+    if c.session_store.is_some() {
+        return Err(ConfError::Duplicate);
     }
+    c.session_store = Some(store);
+    Ok(())
 }
 
 fn set_require_claim(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
@@ -809,6 +837,7 @@ impl LocConf {
             refresh,
             post_logout_redirect_uri,
             userinfo,
+            session_store,
             require_claims,
             require_scopes,
             token_cache
@@ -911,10 +940,26 @@ impl LocConf {
             let ids: Vec<String> = provs.iter().map(|p| p.policy_id.to_string()).collect();
             main.policy_id(&format!("set:{}", ids.join(",")))
         };
+        let session = self.session_conf();
+        if let Some(Store::Shm(z)) = session.as_ref().map(|s| &s.store) {
+            if !main.session_zones.iter().any(|x| x.name == z.name) {
+                main.session_zones.push(z.clone());
+            }
+        }
+        if matches!(
+            self.endpoint,
+            Some(Endpoint::BackchannelLogout | Endpoint::FrontchannelLogout)
+        ) && !session.as_ref().is_some_and(|s| s.store.is_server_side())
+        {
+            return Err(invalid!(
+                "{} needs a server-side session store (\"oauth2_session_store shm zone=NAME:SIZE\")",
+                endpoint_name(self.endpoint)
+            ));
+        }
         self.runtime = Some(Arc::new(LocRuntime {
             provs,
             cache_id,
-            session: self.session_conf(),
+            session,
             claim_rules: self.require_claims.clone().unwrap_or_default(),
             required_scopes: self.require_scopes.clone().unwrap_or_default(),
         }));
@@ -938,6 +983,7 @@ impl LocConf {
                 .unwrap_or(Duration::from_secs(8 * 3600))
                 .as_secs(),
             refresh: self.refresh.unwrap_or(true),
+            store: self.session_store.clone().unwrap_or(Store::Cookie),
         })
     }
 
@@ -1178,6 +1224,8 @@ unsafe extern "C" fn set_endpoint(
         let ep = match cmd.name.as_bytes() {
             b"oauth2_callback" => Endpoint::Callback,
             b"oauth2_sign_out" => Endpoint::SignOut,
+            b"oauth2_backchannel_logout" => Endpoint::BackchannelLogout,
+            b"oauth2_frontchannel_logout" => Endpoint::FrontchannelLogout,
             _ => Endpoint::Status,
         };
         let handler: ngx::ffi::ngx_http_handler_pt = Some(crate::content_handler);
@@ -1232,7 +1280,7 @@ macro_rules! endpoint {
     };
 }
 
-pub static mut COMMANDS: [ngx_command_t; 37] = [
+pub static mut COMMANDS: [ngx_command_t; 39] = [
     command!("oauth2_issuer", NGX_CONF_TAKE1, set_issuer),
     command!("oauth2_jwks_uri", NGX_CONF_TAKE1, set_jwks_uri),
     command!("oauth2_jwks_file", NGX_CONF_TAKE1, set_jwks_file),
@@ -1308,5 +1356,7 @@ pub static mut COMMANDS: [ngx_command_t; 37] = [
     endpoint!("oauth2_callback"),
     endpoint!("oauth2_sign_out"),
     endpoint!("oauth2_status"),
+    endpoint!("oauth2_backchannel_logout"),
+    endpoint!("oauth2_frontchannel_logout"),
     ngx_command_t::empty(),
 ];

@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use ngx::core::Status;
 use ngx::ffi::{
-    ngx_chain_t, ngx_http_block_reading, ngx_http_discard_request_body, ngx_http_event_handler_pt,
-    ngx_http_finalize_request, ngx_http_request_t, ngx_http_test_reading, ngx_int_t,
+    ngx_chain_t, ngx_http_block_reading, ngx_http_client_body_handler_pt,
+    ngx_http_discard_request_body, ngx_http_event_handler_pt, ngx_http_finalize_request,
+    ngx_http_read_client_request_body, ngx_http_send_special, ngx_uint_t, NGX_HTTP_LAST, ngx_http_request_t, ngx_http_test_reading, ngx_int_t,
     ngx_list_part_t, ngx_list_push, ngx_pool_cleanup_add, ngx_pool_cleanup_pt, ngx_post_event,
     ngx_posted_events, ngx_str_t, ngx_table_elt_t,
 };
@@ -123,6 +124,18 @@ pub trait RequestExt {
     /// A content handler that waits: keep the request (one more reference)
     /// and run `resume` when its write event is posted.
     fn hold_for_resume(&mut self, resume: ngx_http_event_handler_pt);
+
+    /// `hold_for_resume` for a request that already holds a reference (a
+    /// body handler's: nginx took one for the body read).
+    fn resume_with(&mut self, resume: ngx_http_event_handler_pt);
+
+    /// Start reading the request body; `done` runs when it is all there
+    /// (nginx's return code: NGX_AGAIN while it reads, or an error status).
+    fn read_body(&mut self, done: ngx_http_client_body_handler_pt) -> ngx_int_t;
+
+    /// The body read by `read_body`, when it is in memory and at most
+    /// `max` bytes (a body nginx wrote to a file is too large for us).
+    fn body(&self, max: usize) -> Option<Vec<u8>>;
 }
 
 fn ctx_slot(r: &Request) -> *mut *mut c_void {
@@ -426,6 +439,11 @@ impl RequestExt for Request {
         if rc == Status::NGX_ERROR || rc.0 > 0 || self.header_only() {
             return rc.0;
         }
+        if body.is_empty() {
+            // no data buffer (nginx refuses an empty one): just the end
+            // SAFETY: a live request whose header was sent.
+            return unsafe { ngx_http_send_special(self.raw(), NGX_HTTP_LAST as ngx_uint_t) };
+        }
         let Some(mut buf) = self.pool().create_buffer_from_str(body) else {
             return Status::NGX_ERROR.0;
         };
@@ -467,6 +485,52 @@ impl RequestExt for Request {
     fn stop_watching_client(&mut self) {
         // SAFETY: as above; the phase runner's own read handler.
         unsafe { (*self.raw()).read_event_handler = Some(ngx_http_block_reading) };
+    }
+
+    fn read_body(&mut self, done: ngx_http_client_body_handler_pt) -> ngx_int_t {
+        // SAFETY: a live request in its content handler; nginx keeps a
+        // reference for the body read and calls `done` once.
+        unsafe { ngx_http_read_client_request_body(self.raw(), done) }
+    }
+
+    fn body(&self, max: usize) -> Option<Vec<u8>> {
+        let r = self.raw();
+        let mut out = Vec::new();
+        // SAFETY: a live request whose body nginx read (the body handler
+        // runs after it); its chain and buffers live in the request pool.
+        unsafe {
+            let rb = (*r).request_body;
+            if rb.is_null() {
+                return Some(out);
+            }
+            if !(*rb).temp_file.is_null() {
+                return None;
+            }
+            let mut cl = (*rb).bufs;
+            while !cl.is_null() {
+                let b = (*cl).buf;
+                if !b.is_null() {
+                    if (*b).in_file() != 0 {
+                        return None;
+                    }
+                    let len = (*b).last.offset_from((*b).pos) as usize;
+                    if out.len() + len > max {
+                        return None;
+                    }
+                    if len > 0 {
+                        out.extend_from_slice(std::slice::from_raw_parts((*b).pos, len));
+                    }
+                }
+                cl = (*cl).next;
+            }
+        }
+        Some(out)
+    }
+
+    fn resume_with(&mut self, resume: ngx_http_event_handler_pt) {
+        // SAFETY: a live request; the reference it holds keeps it until the
+        // resume handler finalizes it.
+        unsafe { (*self.raw()).write_event_handler = resume };
     }
 
     fn hold_for_resume(&mut self, resume: ngx_http_event_handler_pt) {

@@ -16,14 +16,15 @@ use ngx::ngx_log_error;
 
 // the glue, top to bottom: each file imports only those below it
 mod access; // the access handler
-mod conf;
+mod conf; // directives and merge
 mod endpoints; // content handlers: callback, sign_out
 mod fetcher; // the fetcher thread (no nginx types)
 mod http; // request helpers and their unsafe (RequestExt)
 mod session; // session cookies, refresh, the start of the login
 mod shm; // the status zone: one slot of figures per worker
+mod store; // where sessions live: the cookie or an shm zone
 mod variables; // $oauth2_* variables
-mod worker; // per-worker state, wait registry, wake-up, deadlines // directives and merge
+mod worker; // per-worker state, wait registry, wake-up, deadlines
 
 pub struct Module;
 
@@ -157,6 +158,8 @@ pub(crate) unsafe extern "C" fn content_handler(r: *mut ngx::ffi::ngx_http_reque
             Some(conf::Endpoint::Callback) => endpoints::callback::handler(r),
             Some(conf::Endpoint::SignOut) => endpoints::sign_out::handler(req),
             Some(conf::Endpoint::Status) => endpoints::status::handler(req),
+            Some(conf::Endpoint::BackchannelLogout) => endpoints::logout::backchannel(r),
+            Some(conf::Endpoint::FrontchannelLogout) => endpoints::logout::frontchannel(req),
             None => ngx::ffi::NGX_HTTP_NOT_FOUND as ngx_int_t,
         }
     })

@@ -13,12 +13,14 @@ use ngx::{ngx_log_debug_http, ngx_log_error};
 use oauth2_core::flights::{RefreshError, RefreshStep};
 use oauth2_core::keys::Metadata;
 use oauth2_core::login::{self, ClientAuth};
+use oauth2_core::logout;
 use oauth2_core::metrics;
 use oauth2_core::session::{self, LoginState as Login, Purpose, Session};
 use oauth2_core::waits::WaitFor;
 
 use crate::conf::{ClientConf, LocRuntime, Prov, SessionConf, UriValue};
 use crate::http::RequestExt;
+use crate::store::Store;
 use crate::worker::{test_hook, with_worker, KeyState, Worker};
 
 /// State cookies older than this are refused (and expire in the browser).
@@ -87,25 +89,109 @@ pub fn delete_cookie(r: &mut Request, sc: &SessionConf, name: &str, lax: bool) {
 }
 
 /// The session in a sealed cookie value, if it opens for this provider and
-/// is within its lifetime.
+/// is within its lifetime: the sealed session itself, or (a store) the
+/// sealed id of its record.
 pub fn open_session(sealed: &str, sc: &SessionConf, prov: &Prov) -> Option<Session> {
-    let raw = sc
-        .keys
-        .open_bound(Purpose::Session, &prov.binding, sealed)?;
-    let s = Session::from_json(&raw)?;
+    let (raw, id) = match &sc.store {
+        Store::Cookie => (
+            sc.keys
+                .open_bound(Purpose::Session, &prov.binding, sealed)?,
+            None,
+        ),
+        Store::Shm(z) => {
+            let id: [u8; 16] = sc
+                .keys
+                .open_bound(Purpose::SessionId, &prov.binding, sealed)?
+                .try_into()
+                .ok()?;
+            let mut rec = Vec::new();
+            if !z.tables()?.sessions.get(&id, now(), &mut rec) {
+                return None;
+            }
+            let rec = std::str::from_utf8(&rec).ok()?;
+            (
+                sc.keys.open_bound(Purpose::Session, &prov.binding, rec)?,
+                Some(id),
+            )
+        }
+    };
+    let mut s = Session::from_json(&raw)?;
+    s.id = id;
     if now() >= s.created.saturating_add(sc.lifetime) {
         return None;
     }
     Some(s)
 }
 
-/// Seal a session into its cookie(s), removing chunks the browser has left over.
+/// What back-channel logout finds a session by: its `sid` and its subject
+/// at its provider (`oauth2_core::logout::tag`).
+fn session_tags(prov: &Prov, s: &Session) -> oauth2_core::shmtable::Tags {
+    let iss = prov.policy.issuer.as_deref().unwrap_or("");
+    let tag = |kind: &str| match s.claims.get(kind) {
+        Some(serde_json::Value::String(v)) => logout::tag(kind, iss, v),
+        _ => [0; 8],
+    };
+    [tag("sid"), tag("sub")]
+}
+
+/// The cache stamp of sessions read now: the store's generation (a record
+/// removed or replaced anywhere changes it), 0 for cookies.
+fn store_stamp(sc: &SessionConf) -> u64 {
+    match &sc.store {
+        Store::Cookie => 0,
+        Store::Shm(z) => z.tables().map_or(u64::MAX, |t| t.sessions.generation()),
+    }
+}
+
+/// Seal a session into its cookie(s), removing chunks the browser has left
+/// over; with a store, put its record there and the sealed id in the cookie.
 pub fn issue_session(r: &mut Request, sc: &SessionConf, prov: &Prov, s: &Session) -> bool {
     let json = match serde_json::to_vec(s) {
         Ok(j) => j,
         Err(_) => return false,
     };
     let sealed = sc.keys.seal_bound(Purpose::Session, &prov.binding, &json);
+    let sealed = match &sc.store {
+        Store::Cookie => sealed,
+        Store::Shm(z) => {
+            let id = s.id.unwrap_or_else(|| {
+                let mut id = [0u8; 16];
+                session::fill_random(&mut id);
+                id
+            });
+            let Some(t) = z.tables() else {
+                return false;
+            };
+            let until = s.created.saturating_add(sc.lifetime);
+            match t
+                .sessions
+                .put(&id, sealed.as_bytes(), session_tags(prov, s), until, now())
+            {
+                Ok(p) if p.evicted > 0 => {
+                    ngx_log_error!(
+                        NGX_LOG_WARN,
+                        r.log(),
+                        "oauth2: session zone \"{}\" is full: {} least recently used session(s) dropped",
+                        z.name,
+                        p.evicted
+                    );
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    ngx_log_error!(
+                        NGX_LOG_ERR,
+                        r.log(),
+                        "oauth2: the session ({} bytes) does not fit in a record of zone \"{}\" ({} bytes at most)",
+                        sealed.len(),
+                        z.name,
+                        oauth2_core::shmtable::ShmTable::capacity(crate::store::SESSION_SLOT)
+                    );
+                    return false;
+                }
+            }
+            sc.keys.seal_bound(Purpose::SessionId, &prov.binding, &id)
+        }
+    };
     let Some(parts) = session::split_chunks(&sc.cookie_name, &sealed) else {
         ngx_log_error!(
             NGX_LOG_ERR,
@@ -124,6 +210,39 @@ pub fn issue_session(r: &mut Request, sc: &SessionConf, prov: &Prov, s: &Session
     let cookies = r.cookies();
     delete_chunks(r, sc, &cookies, n.max(1));
     true
+}
+
+/// Delete a session's record from its store (sign-out, a session that
+/// ended); cookies are cleared by the caller.
+pub fn end_session(sc: &SessionConf, s: &Session) {
+    if let (Store::Shm(z), Some(id)) = (&sc.store, s.id) {
+        if let Some(t) = z.tables() {
+            t.sessions.take(&id, now());
+        }
+    }
+}
+
+/// Mark a login state as issued (a store: single use across workers).
+fn state_issued(sc: &SessionConf, state: &str) -> bool {
+    match &sc.store {
+        Store::Cookie => true,
+        Store::Shm(z) => z.tables().is_some_and(|t| {
+            let t0 = now();
+            t.marks
+                .insert_new(&logout::once_key("state", "", state), t0 + STATE_TTL, t0)
+        }),
+    }
+}
+
+/// Use a login state at the callback: false when a store says it was used
+/// (or never issued). Cookie sessions: the worker's own list decides.
+pub fn state_used_once(sc: &SessionConf, state: &str) -> bool {
+    match &sc.store {
+        Store::Cookie => true,
+        Store::Shm(z) => z
+            .tables()
+            .is_some_and(|t| t.marks.take(&logout::once_key("state", "", state), now())),
+    }
 }
 
 /// Clear the session cookie and its chunks.
@@ -211,10 +330,11 @@ pub fn sealed_session<'a>(r: &'a Request, sc: &SessionConf) -> Option<Cow<'a, st
 pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) -> SessionOutcome {
     let t = now();
     let sealed = sealed_session(r, sc);
+    let stamp = store_stamp(sc);
     // a session opened before in this worker (maybe for another provider)
     let mut foreign = false;
     if let Some(v) = sealed.as_deref() {
-        if let Some((s, binding)) = with_worker(|w| w.sessions.get(v, t)).flatten() {
+        if let Some((s, binding)) = with_worker(|w| w.sessions.get(v, t, stamp)).flatten() {
             match rt.prov_by_binding(binding) {
                 Some((i, _)) => return SessionOutcome::Valid(s, i),
                 None => foreign = true,
@@ -250,7 +370,10 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
     if t < refresh_due(&s) {
         if let Some(v) = sealed.as_deref() {
             let until = refresh_due(&s).min(s.created.saturating_add(sc.lifetime));
-            with_worker(|w| w.sessions.insert(prov.binding_id, v, s.clone(), until));
+            with_worker(|w| {
+                w.sessions
+                    .insert(prov.binding_id, v, s.clone(), until, stamp)
+            });
         }
         return SessionOutcome::Valid(s, i);
     }
@@ -283,6 +406,9 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
             let Some(url) = p.metadata.as_ref().and_then(|m| m.token_endpoint.clone()) else {
                 return Some(Err(RefreshError::NoTokenEndpoint));
             };
+            if !refresh_lock(sc, &s, t) {
+                return Some(Err(RefreshError::Elsewhere));
+            }
             let mut form = vec![
                 ("grant_type".to_string(), "refresh_token".to_string()),
                 ("refresh_token".to_string(), refresh_token.to_string()),
@@ -298,11 +424,17 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
             }
         }
     });
+    if let Some(Some(Err(e))) = &step {
+        if *e != RefreshError::Elsewhere {
+            refresh_unlock(sc, &s);
+        }
+    }
     match step {
         None => SessionOutcome::None,
         Some(None) => SessionOutcome::Wait,
         Some(Some(Ok(new))) => {
             issue_session(r, sc, &prov, &new);
+            refresh_unlock(sc, &s);
             ngx_log_error!(NGX_LOG_INFO, r.log(), "oauth2: session refreshed");
             SessionOutcome::Valid(Arc::new(new), i)
         }
@@ -331,8 +463,33 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
                 "oauth2: session refresh failed: {}, the session ends",
                 e
             );
+            end_session(sc, &s);
             clear_session(r, sc, &r.cookies());
             SessionOutcome::None
+        }
+    }
+}
+
+fn refresh_key(id: &[u8; 16]) -> [u8; 16] {
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    logout::once_key("refresh", "", &hex)
+}
+
+/// A stored session is refreshed by one worker at a time (its refresh
+/// token may be single-use): false when another one is at it.
+fn refresh_lock(sc: &SessionConf, s: &Session, t: u64) -> bool {
+    match (&sc.store, s.id) {
+        (Store::Shm(z), Some(id)) => z
+            .tables()
+            .is_some_and(|tb| tb.marks.insert_new(&refresh_key(&id), t + 30, t)),
+        _ => true,
+    }
+}
+
+fn refresh_unlock(sc: &SessionConf, s: &Session) {
+    if let (Store::Shm(z), Some(id)) = (&sc.store, s.id) {
+        if let Some(tb) = z.tables() {
+            tb.marks.take(&refresh_key(&id), now());
         }
     }
 }
@@ -362,6 +519,7 @@ fn expiring(
     t: u64,
 ) -> SessionOutcome {
     if t >= s.access_exp {
+        end_session(sc, &s);
         clear_session(r, sc, &r.cookies());
         return SessionOutcome::None;
     }
@@ -466,6 +624,14 @@ pub fn start_login(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) -> ngx_in
             return 503;
         }
     };
+    if !state_issued(sc, &login.state) {
+        ngx_log_error!(
+            NGX_LOG_ERR,
+            r.log(),
+            "oauth2: the login state could not be stored"
+        );
+        return 503;
+    }
     // keep at most MAX_STATES logins in progress: evict the oldest
     let prefix = format!("{}_st_", sc.cookie_name);
     let cookies = r.cookies();

@@ -366,15 +366,27 @@ oauth2_session_store redis redis://127.0.0.1:6379 password_file=/etc/x prefix=a;
 --- config
 --- must_die
 --- error_log
-"redis" is not supported by this version of the module (sessions are kept in the cookie) in "oauth2_session_store" directive
+"redis" is not supported by this version of the module (use "shm zone=NAME:SIZE") in "oauth2_session_store" directive
 
-=== TEST 31b: oauth2_session_store shm is refused clearly
+=== TEST 31b: oauth2_session_store shm is accepted; twice at one level is refused
 --- http_config
 oauth2_session_store shm zone=sessions:10m;
 --- config
+location / { empty_gif; }
+location /x { oauth2_session_store cookie; oauth2_session_store shm zone=sessions:10m; }
 --- must_die
 --- error_log
-"shm" is not supported by this version of the module (sessions are kept in the cookie) in "oauth2_session_store" directive
+"oauth2_session_store" directive is duplicate
+
+=== TEST 31c: oauth2_session_store shm: the same zone in several places
+--- http_config
+oauth2_session_store shm zone=sessions:10m;
+--- config
+location / { empty_gif; }
+location /x { oauth2_session_store shm zone=sessions:10m; empty_gif; }
+--- request
+GET /x
+--- error_code: 200
 
 === TEST 32: oauth2_session_store cookie
 --- http_config

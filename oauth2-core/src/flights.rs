@@ -30,6 +30,9 @@ pub enum RefreshError {
     /// The request's wait for the refresh passed its deadline.
     #[error("the provider did not answer in time")]
     TimedOut,
+    /// Another worker (or nginx) refreshes this stored session right now.
+    #[error("another worker is refreshing this session")]
+    Elsewhere,
 }
 
 impl RefreshError {
@@ -58,6 +61,7 @@ pub fn refreshed_session(old: &Session, res: JobResult, now: u64) -> Result<Sess
         scope: tokens.scope.or_else(|| old.scope.clone()),
         created: old.created,
         userinfo: old.userinfo.clone(),
+        id: old.id,
     })
 }
 
@@ -307,6 +311,7 @@ mod tests {
             scope: None,
             created: 10,
             userinfo: None,
+            id: None,
         })
     }
 

@@ -149,8 +149,23 @@ fn read_json<'de, S: DeserializeSeed<'de>>(bytes: &'de [u8], seed: S) -> Option<
     Some(v)
 }
 
+/// `typ` of an access token (RFC 9068) or a plain JWT.
+fn access_token_type(t: &str) -> bool {
+    t.eq_ignore_ascii_case("jwt") || t.eq_ignore_ascii_case("at+jwt")
+}
+
 /// Step one: split, decode the header, check `alg`, `typ` and `crit`.
 pub fn parse<'a>(token: &'a str, policy: &Policy) -> Result<Parsed<'a>, Rejection> {
+    parse_typed(token, policy, access_token_type)
+}
+
+/// `parse` for another kind of JWT: `typ` (without `application/`) must
+/// pass `typ_ok` when present.
+pub fn parse_typed<'a>(
+    token: &'a str,
+    policy: &Policy,
+    typ_ok: fn(&str) -> bool,
+) -> Result<Parsed<'a>, Rejection> {
     if token.is_empty() || token.len() > MAX_TOKEN_LEN {
         return Err(Rejection::Malformed);
     }
@@ -184,8 +199,7 @@ pub fn parse<'a>(token: &'a str, policy: &Policy) -> Result<Parsed<'a>, Rejectio
     match &header.typ {
         None => {}
         Some(Scalar::Str(t)) => {
-            let t = t.strip_prefix("application/").unwrap_or(t);
-            if !t.eq_ignore_ascii_case("jwt") && !t.eq_ignore_ascii_case("at+jwt") {
+            if !typ_ok(t.strip_prefix("application/").unwrap_or(t)) {
                 return Err(Rejection::BadType);
             }
         }
@@ -359,6 +373,22 @@ pub fn validate_access_token(
         return Err(Rejection::IdToken);
     }
     Ok(v)
+}
+
+/// The payload of a parsed (and verified) token: strict JSON of an object.
+pub fn payload_map(
+    parsed: &Parsed<'_>,
+) -> Result<serde_json::Map<String, serde_json::Value>, Rejection> {
+    let json = URL_SAFE_NO_PAD
+        .decode(parsed.payload)
+        .map_err(|_| Rejection::Malformed)?;
+    if !crate::json::strict(&json) {
+        return Err(Rejection::Malformed);
+    }
+    match serde_json::from_slice(&json) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        _ => Err(Rejection::Malformed),
+    }
 }
 
 /// The whole check: parse, verify, claims. The payload is decoded once into

@@ -15,9 +15,11 @@ pub mod json;
 pub mod jwt;
 pub mod keys;
 pub mod login;
+pub mod logout;
 pub mod metrics;
 pub mod provider;
 pub mod session;
+pub mod shmtable;
 pub mod waits;
 
 pub use error::{ConfError, FetchError, Rejection, TokenEndpointError};

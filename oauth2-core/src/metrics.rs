@@ -65,7 +65,7 @@ pub fn rejection_index(r: Rejection) -> usize {
 
 /// Worker-wide figures, in slot order: (name, type, help). The logouts
 /// are rendered as one family with a `channel` label.
-pub const GLOBAL: [(&str, &str, &str); 11] = [
+pub const GLOBAL: [(&str, &str, &str); 13] = [
     (
         "token_cache_hits_total",
         "counter",
@@ -117,6 +117,16 @@ pub const GLOBAL: [(&str, &str, &str); 11] = [
         "Logouts by channel.",
     ),
     (
+        "logouts_total{channel=\"backchannel\"}",
+        "counter",
+        "Logouts by channel.",
+    ),
+    (
+        "logouts_total{channel=\"frontchannel\"}",
+        "counter",
+        "Logouts by channel.",
+    ),
+    (
         "parked_requests",
         "gauge",
         "Requests waiting for a provider now.",
@@ -133,7 +143,9 @@ pub const LOGINS_FAILED: usize = 6;
 pub const REFRESHES: usize = 7;
 pub const REFRESH_FAILURES: usize = 8;
 pub const LOGOUTS_SIGN_OUT: usize = 9;
-pub const PARKED: usize = 10;
+pub const LOGOUTS_BACKCHANNEL: usize = 10;
+pub const LOGOUTS_FRONTCHANNEL: usize = 11;
+pub const PARKED: usize = 12;
 
 /// A provider's key: its `kid` and when this worker loaded it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,20 +180,21 @@ pub struct Snapshot {
     pub workers: u64,
     pub global: [u64; GLOBAL.len()],
     pub providers: Vec<ProviderSnapshot>,
+    /// Sessions in the configuration's `shm` session zones.
+    pub sessions: u64,
 }
 
 /// The JSON form (documented in the README).
 pub fn to_json(s: &Snapshot) -> String {
     let mut global = serde_json::Map::new();
     for (i, (name, _, _)) in GLOBAL.iter().enumerate() {
-        let key = if name.starts_with("logouts_total") {
-            "logouts_sign_out_total"
-        } else {
-            name
+        let key = match name.strip_prefix("logouts_total{channel=\"") {
+            Some(ch) => format!("logouts_{}_total", ch.trim_end_matches("\"}")),
+            None => name.to_string(),
         };
-        global.insert(key.to_string(), s.global[i].into());
+        global.insert(key, s.global[i].into());
     }
-    global.insert("sessions".into(), 0.into());
+    global.insert("sessions".into(), s.sessions.into());
     let providers: Vec<serde_json::Value> = s
         .providers
         .iter()
@@ -244,24 +257,23 @@ pub fn to_prometheus(s: &Snapshot) -> String {
         let _ = writeln!(o, "# HELP nginx_oauth2_{name} {help}");
         let _ = writeln!(o, "# TYPE nginx_oauth2_{name} {kind}");
     };
+    let mut last = "";
     for (i, (name, kind, help)) in GLOBAL.iter().enumerate() {
         let fam = name.split('{').next().unwrap_or(name);
-        family(&mut o, fam, kind, help);
-        let _ = writeln!(o, "nginx_oauth2_{name} {}", s.global[i]);
-        if fam == "logouts_total" {
-            // the channels of a server-side session store: none here
-            for ch in ["backchannel", "frontchannel"] {
-                let _ = writeln!(o, "nginx_oauth2_logouts_total{{channel=\"{ch}\"}} 0");
-            }
+        // a family's samples follow its one header (they are adjacent)
+        if fam != last {
+            family(&mut o, fam, kind, help);
+            last = fam;
         }
+        let _ = writeln!(o, "nginx_oauth2_{name} {}", s.global[i]);
     }
     family(
         &mut o,
         "sessions",
         "gauge",
-        "Sessions in a shared store (0: sessions live in their cookie).",
+        "Sessions in the shared-memory session stores (0: sessions live in their cookie).",
     );
-    let _ = writeln!(o, "nginx_oauth2_sessions 0");
+    let _ = writeln!(o, "nginx_oauth2_sessions {}", s.sessions);
     family(
         &mut o,
         "workers",

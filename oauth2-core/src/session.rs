@@ -21,6 +21,8 @@ pub const MAX_CHUNKS: usize = 5;
 pub enum Purpose {
     Session,
     State,
+    /// The cookie of a session kept in a store: its id only.
+    SessionId,
 }
 
 impl Purpose {
@@ -28,6 +30,7 @@ impl Purpose {
         match self {
             Purpose::Session => b"ngx_http_oauth2_module session v1",
             Purpose::State => b"ngx_http_oauth2_module state v1",
+            Purpose::SessionId => b"ngx_http_oauth2_module session id v1",
         }
     }
 }
@@ -212,6 +215,9 @@ pub struct Session {
     /// ID token's for the variables; the ID token's win).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub userinfo: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Its id in a session store (`shm`, `redis`); none in a cookie.
+    #[serde(skip)]
+    pub id: Option<[u8; 16]>,
 }
 
 impl Session {
@@ -347,7 +353,11 @@ pub fn join_chunks<'a>(name: &str, get: impl Fn(&str) -> Option<&'a str>) -> Opt
 /// hashes only the value's length and ends: its nonce and its AES-GCM tag),
 /// with the binding it opened with (the issuer and client it belongs to):
 /// the caller serves it only where that binding is one of its own.
-pub struct SessionCache(crate::cache::TokenCache<(Arc<Session>, u32)>);
+///
+/// Each entry also keeps the store's stamp it was read under (a session
+/// store's generation; 0 for cookies): an entry whose stamp is not the
+/// current one is not served.
+pub struct SessionCache(crate::cache::TokenCache<(Arc<Session>, u32, u64)>);
 
 /// Sessions are cached under a policy number of their own.
 const SESSION_POLICY: u32 = u32::MAX;
@@ -358,13 +368,18 @@ impl SessionCache {
     }
 
     /// The session and the binding it opened with.
-    pub fn get(&mut self, sealed: &str, now: u64) -> Option<(Arc<Session>, u32)> {
-        self.0.get(SESSION_POLICY, sealed.as_bytes(), now)
+    pub fn get(&mut self, sealed: &str, now: u64, stamp: u64) -> Option<(Arc<Session>, u32)> {
+        let (s, binding, at) = self.0.get(SESSION_POLICY, sealed.as_bytes(), now)?;
+        (at == stamp).then_some((s, binding))
     }
 
-    pub fn insert(&mut self, binding: u32, sealed: &str, s: Arc<Session>, until: u64) {
-        self.0
-            .insert(SESSION_POLICY, sealed.as_bytes(), (s, binding), until);
+    pub fn insert(&mut self, binding: u32, sealed: &str, s: Arc<Session>, until: u64, stamp: u64) {
+        self.0.insert(
+            SESSION_POLICY,
+            sealed.as_bytes(),
+            (s, binding, stamp),
+            until,
+        );
     }
 }
 
@@ -449,10 +464,11 @@ mod tests {
             scope: None,
             created: 0,
             userinfo: None,
+            id: None,
         });
         let mut c = SessionCache::new(4 * crate::cache::entry_cost(sealed.len()));
-        c.insert(7, &sealed, s.clone(), 100);
-        let (got, binding) = c.get(&sealed, 10).unwrap();
+        c.insert(7, &sealed, s.clone(), 100, 3);
+        let (got, binding) = c.get(&sealed, 10, 3).unwrap();
         assert!(Arc::ptr_eq(&got, &s));
         assert_eq!(binding, 7, "with the binding it opened with");
         // the same ends and length, another middle: same key, no hit
@@ -464,9 +480,11 @@ mod tests {
             crate::cache::lookup_key(SESSION_POLICY, forged.as_bytes()),
             crate::cache::lookup_key(SESSION_POLICY, sealed.as_bytes())
         );
-        assert!(c.get(&forged, 10).is_none());
+        assert!(c.get(&forged, 10, 3).is_none());
+        // not under another stamp (the store changed since)
+        assert!(c.get(&sealed, 10, 4).is_none());
         // never past the entry's end
-        assert!(c.get(&sealed, 100).is_none());
+        assert!(c.get(&sealed, 100, 3).is_none());
     }
 
     #[test]
@@ -608,11 +626,13 @@ mod tests {
             scope: None,
             userinfo: None,
             created: 1,
+            id: Some([7; 16]),
         };
         let json = serde_json::to_vec(&s).unwrap();
         assert!(!String::from_utf8_lossy(&json).contains("\"claims\""));
         let back = Session::from_json(&json).unwrap();
         assert_eq!(back.claims["sub"], "alice");
+        assert_eq!(back.id, None, "a store id is never in the sealed session");
         let none = Session {
             id_token: None,
             ..s

@@ -24,7 +24,9 @@ use oauth2_core::{Rejection, TokenEndpointError};
 
 use crate::conf::{LocRuntime, Prov, SessionConf};
 use crate::http::{finalize, request, RawRequest, RequestExt};
-use crate::session::{client_auth, cookie, delete_cookie, issue_session, now, uri_for, STATE_TTL};
+use crate::session::{
+    client_auth, cookie, delete_cookie, issue_session, now, state_used_once, uri_for, STATE_TTL,
+};
 use crate::worker::{test_hook, timed_out, with_worker, KeyState};
 use crate::Module;
 
@@ -359,6 +361,8 @@ fn callback_start(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) -> Step {
             .is_some()
     })
     .unwrap_or(true);
+    // and, with a session store, once across every worker (and nginx)
+    let replay = replay || !state_used_once(sc, &state);
     delete_cookie(r, sc, &name, true);
     if replay {
         return fail(
@@ -597,6 +601,7 @@ fn complete(
         scope: tokens.scope.or_else(|| Some(client.scope.clone())),
         created: t,
         userinfo,
+        id: None,
     };
     if !issue_session(r, sc, &prov, &s) {
         let msg = "the session could not be stored";

@@ -7,7 +7,9 @@ use ngx::ngx_log_error;
 use oauth2_core::session;
 
 use crate::http::RequestExt;
-use crate::session::{clear_session, delete_cookie, open_session, sealed_session, uri_for};
+use crate::session::{
+    clear_session, delete_cookie, end_session, open_session, sealed_session, uri_for,
+};
 use crate::worker::with_worker;
 use crate::Module;
 
@@ -33,6 +35,9 @@ pub fn handler(r: &mut Request) -> ngx_int_t {
         None => rt.login_prov().cloned(),
     };
     let s = found.map(|(s, _)| s);
+    if let Some(s) = &s {
+        end_session(sc, s);
+    }
     let cookies = r.cookies();
     clear_session(r, sc, &cookies);
     let prefix = format!("{}_st_", sc.cookie_name);
@@ -41,7 +46,7 @@ pub fn handler(r: &mut Request) -> ngx_int_t {
     }
     ngx_log_error!(NGX_LOG_INFO, r.log(), "oauth2: signed out");
     with_worker(|w| w.count(oauth2_core::metrics::LOGOUTS_SIGN_OUT));
-    let end_session = prov.as_ref().and_then(|p| {
+    let end_session_endpoint = prov.as_ref().and_then(|p| {
         with_worker(|w| {
             w.providers[p.index]
                 .metadata
@@ -50,7 +55,10 @@ pub fn handler(r: &mut Request) -> ngx_int_t {
         })
         .flatten()
     });
-    if let (Some(ep), Some(client)) = (end_session, prov.as_ref().and_then(|p| p.client.as_ref())) {
+    if let (Some(ep), Some(client)) = (
+        end_session_endpoint,
+        prov.as_ref().and_then(|p| p.client.as_ref()),
+    ) {
         if let Ok(mut u) = url::Url::parse(&ep) {
             let post = match &client.post_logout_redirect_uri {
                 Some(v) => uri_for(r, v),

@@ -24,7 +24,13 @@ pub fn handler(r: &mut Request) -> ngx_int_t {
         .iter()
         .map(|p| p.name().to_string())
         .collect();
-    let snap = shm::snapshot(main.status_zone, &names, ngx_time() as u64);
+    let mut snap = shm::snapshot(main.status_zone, &names, ngx_time() as u64);
+    snap.sessions = main
+        .session_zones
+        .iter()
+        .filter_map(|z| z.tables())
+        .map(|t| t.sessions.len() as u64)
+        .sum();
     let prometheus = url::form_urlencoded::parse(r.args().as_bytes())
         .any(|(k, v)| k == "format" && v == "prometheus");
     let body = shm::render(&snap, prometheus);

@@ -127,6 +127,7 @@ sub op_start {
     push @args, '--jwks-delay', $o{jwks_delay} if $o{jwks_delay};
     push @args, '--no-logout' if $o{no_logout};
     push @args, '--conform' if $o{conform};
+    push @args, '--backchannel-uri', $o{backchannel_uri} if $o{backchannel_uri};
     $op_pid = fork // die "fork: $!";
     if ($op_pid == 0) {
         open STDOUT, '>>', "$ROOT/op.log";

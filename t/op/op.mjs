@@ -18,6 +18,7 @@
 //                        misbehave (null or 0 clears a fault)
 //   GET  /__test/stats   how often each endpoint was called
 // --jwks-delay MS makes the key set answer late (requests must wait for it).
+// --backchannel-uri URI registers client "nginx" for back-channel logout.
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -33,6 +34,9 @@ for (let i = 0; i < args.length; i += 1) {
   else if (args[i] === '--access-ttl') opt.accessTtl = Number(args[++i]);
   else if (args[i] === '--jwks-delay') opt.jwksDelay = Number(args[++i]);
   else if (args[i] === '--no-logout') opt.noLogout = true;
+  // OpenID Connect Back-Channel Logout 1.0: the provider POSTs logout
+  // tokens to this URI of client "nginx" when a session at it ends
+  else if (args[i] === '--backchannel-uri') opt.backchannel = args[++i];
   // claims of the scopes only from UserInfo, not in the ID token (as many
   // providers do): OpenID Connect Core §5.4
   else if (args[i] === '--conform') opt.conform = true;
@@ -89,6 +93,10 @@ function makeProvider() {
       post_logout_redirect_uris: opt.redirect.flatMap((u) => [new URL('/', u).href, new URL('/signed-out', u).href]),
       token_endpoint_auth_method: 'client_secret_basic',
       scope: 'openid email profile offline_access api:read api:write',
+      ...(opt.backchannel ? {
+        backchannel_logout_uri: opt.backchannel,
+        backchannel_logout_session_required: true,
+      } : {}),
     },
     // a second client of the same provider (sessions are bound to theirs)
     { ...base('nginx-b', 'nginx-b-secret') },
@@ -130,6 +138,7 @@ function makeProvider() {
       introspection: { enabled: true },
       revocation: { enabled: true },
       rpInitiatedLogout: { enabled: !opt.noLogout },
+      backchannelLogout: { enabled: Boolean(opt.backchannel) },
       resourceIndicators: {
         enabled: true,
         // the browser clients' logins get access tokens for UserInfo (as
@@ -155,10 +164,18 @@ function makeProvider() {
       AccessToken: (ctx, token) => token.resourceServer?.accessTokenTTL || opt.accessTtl || 300,
       ClientCredentials: (ctx, token) => token.resourceServer?.accessTokenTTL || opt.accessTtl || 300,
     },
+    // the back-channel logout POST goes to nginx on 127.0.0.1: without the
+    // provider's guard against special-use addresses (a test on loopback)
+    fetch: (url, options) => {
+      const { dispatcher, ...rest } = options;
+      return globalThis.fetch(url, rest);
+    },
     // refresh tokens for every code grant of a client allowed to refresh
     issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
   });
   p.on('server_error', (ctx, err) => console.error('op server_error', err));
+  p.on('backchannel.error', (ctx, err, client) => console.error('op backchannel.error', client.clientId, err.message));
+  p.on('backchannel.success', (ctx, client) => console.log('op backchannel.success', client.clientId));
   return p;
 }
 
