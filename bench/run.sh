@@ -91,6 +91,7 @@ http {
             empty_gif;
             location = /shm/callback { oauth2_callback; }
         }
+        location = /oauth2/callback { oauth2_callback; }
         location /authreq { auth_request /_auth; empty_gif; }
         location = /_auth {
             internal;
