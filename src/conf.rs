@@ -25,7 +25,8 @@ use oauth2_core::session::CookieKeys;
 use oauth2_core::Algorithm;
 use oauth2_core::ConfError;
 
-use crate::store::{ShmZone, Store};
+use crate::kv::StoreSpec;
+use crate::store::{RedisStore, ShmZone, Store};
 use crate::Module;
 
 /// `ConfError::Invalid` with a formatted message.
@@ -234,6 +235,8 @@ pub struct MainConf {
     pub status_zone: Option<std::ptr::NonNull<ngx::ffi::ngx_shm_zone_t>>,
     /// The `shm` session zones (for the status's session count).
     pub session_zones: Vec<ShmZone>,
+    /// The Redis session stores (each worker's fetcher has a client of each).
+    pub stores: Vec<StoreSpec>,
 }
 
 pub const DEFAULT_TOKEN_CACHE: usize = 8 * 1024 * 1024;
@@ -584,19 +587,80 @@ fn set_session_store(c: &mut LocConf, a: &[&str], cx: &ConfCtx) -> Result<(), Co
             let z = unsafe { ShmZone::add(cx.cf, name, size, tag) }.map_err(|e| invalid!("{e}"))?;
             Store::Shm(z)
         }
-        ["redis", ..] => return Err(invalid!(
-            "\"redis\" is not supported by this version of the module (use \"shm zone=NAME:SIZE\")"
-        )),
-        _ => return Err(invalid!(
+        ["redis", url, params @ ..] => Store::Redis(redis_store(url, params, cx)?),
+        _ => {
+            return Err(invalid!(
             "invalid value \"{}\", it must be \"cookie\", \"shm zone=NAME:SIZE\" or \"redis URL\"",
             a.join(" ")
-        )),
+        ))
+        }
     };
     if c.session_store.is_some() {
         return Err(ConfError::Duplicate);
     }
     c.session_store = Some(store);
     Ok(())
+}
+
+/// `redis URL [password_file=PATH] [prefix=STRING]`: `redis://host:port/db`,
+/// `rediss://…` (TLS) or `unix:/path`; the password read now.
+fn redis_store(url: &str, params: &[&str], cx: &ConfCtx) -> Result<RedisStore, ConfError> {
+    let mut password = None;
+    let mut prefix = "oauth2:".to_string();
+    for p in params {
+        if let Some(path) = p.strip_prefix("password_file=") {
+            let raw = cx.read(path)?;
+            let text = String::from_utf8(raw).map_err(|_| invalid!("\"{path}\" is not UTF-8"))?;
+            let pw = text.lines().next().unwrap_or("").trim().to_string();
+            if pw.is_empty() {
+                return Err(invalid!("\"{path}\" holds no password"));
+            }
+            password = Some(pw);
+        } else if let Some(v) = p.strip_prefix("prefix=") {
+            if v.is_empty() || v.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+                return Err(invalid!("invalid prefix \"{v}\""));
+            }
+            prefix = v.to_string();
+        } else {
+            return Err(invalid!("invalid parameter \"{p}\""));
+        }
+    }
+    let text = match url.strip_prefix("unix:") {
+        Some(path) if path.starts_with('/') => format!("redis+unix://{path}"),
+        Some(_) => return Err(invalid!("invalid Redis socket \"{url}\"")),
+        None => url.to_string(),
+    };
+    let mut u = url::Url::parse(&text).map_err(|_| invalid!("invalid Redis URL \"{url}\""))?;
+    if !matches!(u.scheme(), "redis" | "rediss" | "redis+unix") {
+        return Err(invalid!(
+            "invalid Redis URL \"{url}\": the scheme must be redis://, rediss:// or unix:/path"
+        ));
+    }
+    if u.scheme() != "redis+unix" && u.host_str().is_none_or(str::is_empty) {
+        return Err(invalid!("invalid Redis URL \"{url}\": no host"));
+    }
+    if u.password().is_some() && password.is_some() {
+        return Err(invalid!(
+            "the Redis URL has a password and so has \"password_file\""
+        ));
+    }
+    let mut display = u.clone();
+    let _ = display.set_password(None);
+    if let Some(pw) = password {
+        if u.scheme() == "redis+unix" {
+            u.query_pairs_mut().append_pair("pass", &pw);
+        } else if u.set_password(Some(&pw)).is_err() {
+            return Err(invalid!("invalid Redis URL \"{url}\""));
+        }
+    }
+    Ok(RedisStore {
+        spec: StoreSpec {
+            url: u.to_string(),
+            display: display.to_string(),
+        },
+        prefix,
+        index: usize::MAX,
+    })
 }
 
 fn set_require_claim(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
@@ -940,11 +1004,21 @@ impl LocConf {
             let ids: Vec<String> = provs.iter().map(|p| p.policy_id.to_string()).collect();
             main.policy_id(&format!("set:{}", ids.join(",")))
         };
-        let session = self.session_conf();
-        if let Some(Store::Shm(z)) = session.as_ref().map(|s| &s.store) {
-            if !main.session_zones.iter().any(|x| x.name == z.name) {
+        let mut session = self.session_conf();
+        match session.as_mut().map(|s| &mut s.store) {
+            Some(Store::Shm(z)) if !main.session_zones.iter().any(|x| x.name == z.name) => {
                 main.session_zones.push(z.clone());
             }
+            Some(Store::Redis(rs)) => {
+                rs.index = match main.stores.iter().position(|x| x.url == rs.spec.url) {
+                    Some(i) => i,
+                    None => {
+                        main.stores.push(rs.spec.clone());
+                        main.stores.len() - 1
+                    }
+                };
+            }
+            _ => {}
         }
         if matches!(
             self.endpoint,
@@ -952,7 +1026,7 @@ impl LocConf {
         ) && !session.as_ref().is_some_and(|s| s.store.is_server_side())
         {
             return Err(invalid!(
-                "{} needs a server-side session store (\"oauth2_session_store shm zone=NAME:SIZE\")",
+                "{} needs a server-side session store (\"oauth2_session_store shm zone=NAME:SIZE\" or \"redis URL\")",
                 endpoint_name(self.endpoint)
             ));
         }

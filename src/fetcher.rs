@@ -20,6 +20,8 @@ use oauth2_core::waits::JobId;
 use oauth2_core::FetchError;
 use tokio::sync::{mpsc, watch, Notify};
 
+use crate::kv::{StoreClient, StoreOp, StoreSpec};
+
 /// Responses larger than this are refused.
 const MAX_DOCUMENT: usize = 1024 * 1024;
 /// Retry delays while the provider is down are capped at this.
@@ -50,6 +52,22 @@ pub struct Job {
     /// access token for UserInfo), if any.
     pub authorization: Option<String>,
     pub hook: Option<Hook>,
+    /// Take this single-use key of a store first (store, key, ms to live);
+    /// when another holds it the job fails with `FetchError::Busy`.
+    pub lock: Option<(usize, String, u64)>,
+}
+
+/// An operation on a session store, for the worker.
+pub struct StoreJob {
+    pub id: JobId,
+    pub store: usize,
+    pub op: StoreOp,
+}
+
+/// What the worker hands to the fetcher.
+pub enum Work {
+    Http(Job),
+    Store(StoreJob),
 }
 
 /// A provider's new metadata and keys, or why there are none.
@@ -91,7 +109,7 @@ impl Outbox {
 /// The worker's handle on its fetcher. Dropping it stops the thread.
 pub struct Fetcher {
     outbox: Arc<Outbox>,
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::UnboundedSender<Work>,
     notifies: HashMap<usize, Arc<Notify>>,
     _stop: watch::Sender<bool>,
 }
@@ -99,7 +117,11 @@ pub struct Fetcher {
 impl Fetcher {
     /// Start the thread for the providers that need the network; results
     /// are signalled on `wake_fd` (duplicated: the caller keeps its own).
-    pub fn start(specs: &[ProviderSpec], wake_fd: RawFd) -> Result<Fetcher, FetchError> {
+    pub fn start(
+        specs: &[ProviderSpec],
+        stores: &[StoreSpec],
+        wake_fd: RawFd,
+    ) -> Result<Fetcher, FetchError> {
         // SAFETY: dup of a descriptor the caller owns and keeps open during
         // this call; the new descriptor is owned by the OwnedFd.
         let dup = unsafe { libc::fcntl(wake_fd, libc::F_DUPFD_CLOEXEC, 0) };
@@ -127,10 +149,11 @@ impl Fetcher {
             }
         }
         let specs = specs.to_vec();
+        let stores = stores.to_vec();
         let ob = outbox.clone();
         std::thread::Builder::new()
             .name("oauth2-fetch".into())
-            .spawn(move || fetcher_main(specs, loops, rx, ob, stop_rx))
+            .spawn(move || fetcher_main(specs, stores, loops, rx, ob, stop_rx))
             .map_err(|e| FetchError::Runtime(format!("cannot start the fetcher thread: {e}")))?;
         Ok(Fetcher {
             outbox,
@@ -149,7 +172,15 @@ impl Fetcher {
     }
 
     pub fn submit(&self, job: Job) -> Result<(), FetchError> {
-        self.jobs.send(job).map_err(|_| FetchError::NotRunning)
+        self.jobs
+            .send(Work::Http(job))
+            .map_err(|_| FetchError::NotRunning)
+    }
+
+    pub fn submit_store(&self, job: StoreJob) -> Result<(), FetchError> {
+        self.jobs
+            .send(Work::Store(job))
+            .map_err(|_| FetchError::NotRunning)
     }
 
     /// Fetch the provider's metadata and keys now (its update is `forced`).
@@ -166,8 +197,9 @@ impl Fetcher {
 
 fn fetcher_main(
     specs: Vec<ProviderSpec>,
+    stores: Vec<StoreSpec>,
     loops: Vec<(usize, ProviderSpec, Arc<Notify>)>,
-    mut job_rx: mpsc::UnboundedReceiver<Job>,
+    mut job_rx: mpsc::UnboundedReceiver<Work>,
     outbox: Arc<Outbox>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -187,12 +219,17 @@ fn fetcher_main(
             }
             // every job sent before the worker notices gets its answer
             job_rx.close();
-            while let Ok(job) = job_rx.try_recv() {
-                outbox.push(Msg::Job(job.id, Err(FetchError::Runtime(e.to_string()))));
+            while let Ok(work) = job_rx.try_recv() {
+                let id = match work {
+                    Work::Http(j) => j.id,
+                    Work::Store(j) => j.id,
+                };
+                outbox.push(Msg::Job(id, Err(FetchError::Runtime(e.to_string()))));
             }
             return;
         }
     };
+    let stores: Vec<Arc<StoreClient>> = stores.into_iter().map(StoreClient::new).collect();
     rt.block_on(async move {
         let mut clients: HashMap<usize, Result<reqwest::Client, FetchError>> = HashMap::new();
         for (i, spec) in specs.iter().enumerate() {
@@ -207,20 +244,42 @@ fn fetcher_main(
         loop {
             tokio::select! {
                 changed = stop.changed() => if changed.is_err() { break },
-                job = job_rx.recv() => match job {
+                work = job_rx.recv() => match work {
                     None => break,
-                    Some(job) => {
+                    Some(Work::Store(job)) => {
+                        let ob = outbox.clone();
+                        let client = stores.get(job.store).cloned();
+                        tokio::spawn(async move {
+                            let result = match client {
+                                Some(c) => supervised(c.run(job.op)).await.and_then(|r| r),
+                                None => Err(FetchError::NotRunning),
+                            };
+                            ob.push(Msg::Job(job.id, result));
+                        });
+                    }
+                    Some(Work::Http(job)) => {
                         let client = match clients.get(&job.provider) {
                             Some(Ok(c)) => Ok(c.clone()),
                             Some(Err(e)) => Err(e.clone()),
                             None => Err(FetchError::Client("no HTTP client for this provider".into())),
                         };
+                        let lock = job
+                            .lock
+                            .clone()
+                            .and_then(|(s, key, ttl_ms)| Some((stores.get(s)?.clone(), key, ttl_ms)));
                         let ob = outbox.clone();
                         tokio::spawn(async move {
                             let id = job.id;
-                            let result = match client {
-                                Ok(c) => supervised(run_job(c, job)).await.and_then(|r| r),
-                                Err(e) => Err(e),
+                            let result = match (client, lock) {
+                                (Err(e), _) => Err(e),
+                                (Ok(c), None) => supervised(run_job(c, job)).await.and_then(|r| r),
+                                (Ok(c), Some((store, key, ttl_ms))) => {
+                                    match store.run(StoreOp::Once { key, ttl_ms }).await {
+                                        Ok((200, _)) => supervised(run_job(c, job)).await.and_then(|r| r),
+                                        Ok(_) => Err(FetchError::Busy),
+                                        Err(e) => Err(e),
+                                    }
+                                }
                             };
                             ob.push(Msg::Job(id, result));
                         });

@@ -12,9 +12,10 @@ use ngx::core::Status;
 use ngx::ffi::{
     ngx_chain_t, ngx_http_block_reading, ngx_http_client_body_handler_pt,
     ngx_http_discard_request_body, ngx_http_event_handler_pt, ngx_http_finalize_request,
-    ngx_http_read_client_request_body, ngx_http_send_special, ngx_uint_t, NGX_HTTP_LAST, ngx_http_request_t, ngx_http_test_reading, ngx_int_t,
-    ngx_list_part_t, ngx_list_push, ngx_pool_cleanup_add, ngx_pool_cleanup_pt, ngx_post_event,
-    ngx_posted_events, ngx_str_t, ngx_table_elt_t,
+    ngx_http_read_client_request_body, ngx_http_request_t, ngx_http_send_special,
+    ngx_http_test_reading, ngx_int_t, ngx_list_part_t, ngx_list_push, ngx_pool_cleanup_add,
+    ngx_pool_cleanup_pt, ngx_post_event, ngx_posted_events, ngx_str_t, ngx_table_elt_t, ngx_uint_t,
+    NGX_HTTP_LAST,
 };
 use ngx::http::Request;
 use oauth2_core::jwt::Claims;
@@ -56,6 +57,9 @@ pub struct Ctx {
     pub refetched: bool,
     /// Where an `oauth2_callback` request is.
     pub callback: Option<CallbackStep>,
+    /// A session store operation this request waits for (its record, a
+    /// logout), by job id.
+    pub store_job: Option<oauth2_core::waits::JobId>,
 }
 
 /// The access token of an authenticated request, not copied: the request's

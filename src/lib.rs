@@ -20,9 +20,10 @@ mod conf; // directives and merge
 mod endpoints; // content handlers: callback, sign_out
 mod fetcher; // the fetcher thread (no nginx types)
 mod http; // request helpers and their unsafe (RequestExt)
+mod kv; // the Redis store's client (fetcher thread, no nginx types)
 mod session; // session cookies, refresh, the start of the login
 mod shm; // the status zone: one slot of figures per worker
-mod store; // where sessions live: the cookie or an shm zone
+mod store; // where sessions live: the cookie, an shm zone, Redis
 mod variables; // $oauth2_* variables
 mod worker; // per-worker state, wait registry, wake-up, deadlines
 
@@ -131,9 +132,13 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         if main.providers.is_empty() {
             return Status::NGX_OK.0;
         }
-        if let Err(e) =
-            worker::init_worker(cycle, &main.providers, main.cache_bytes(), main.status_zone)
-        {
+        if let Err(e) = worker::init_worker(
+            cycle,
+            &main.providers,
+            &main.stores,
+            main.cache_bytes(),
+            main.status_zone,
+        ) {
             // SAFETY: valid cycle log.
             let log = unsafe { (*cycle).log };
             ngx_log_error!(NGX_LOG_EMERG, log, "oauth2: {}", e);
@@ -159,7 +164,7 @@ pub(crate) unsafe extern "C" fn content_handler(r: *mut ngx::ffi::ngx_http_reque
             Some(conf::Endpoint::SignOut) => endpoints::sign_out::handler(req),
             Some(conf::Endpoint::Status) => endpoints::status::handler(req),
             Some(conf::Endpoint::BackchannelLogout) => endpoints::logout::backchannel(r),
-            Some(conf::Endpoint::FrontchannelLogout) => endpoints::logout::frontchannel(req),
+            Some(conf::Endpoint::FrontchannelLogout) => endpoints::logout::frontchannel(r),
             None => ngx::ffi::NGX_HTTP_NOT_FOUND as ngx_int_t,
         }
     })

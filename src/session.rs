@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use ngx::core::Status;
-use ngx::ffi::{ngx_int_t, ngx_time, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_WARN};
+use ngx::ffi::{ngx_int_t, ngx_time, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN};
 use ngx::http::Request;
 use ngx::{ngx_log_debug_http, ngx_log_error};
 use oauth2_core::flights::{RefreshError, RefreshStep};
@@ -20,7 +20,8 @@ use oauth2_core::waits::WaitFor;
 
 use crate::conf::{ClientConf, LocRuntime, Prov, SessionConf, UriValue};
 use crate::http::RequestExt;
-use crate::store::Store;
+use crate::kv::StoreOp;
+use crate::store::{RedisStore, Store};
 use crate::worker::{test_hook, with_worker, KeyState, Worker};
 
 /// State cookies older than this are refused (and expire in the browser).
@@ -114,6 +115,8 @@ pub fn open_session(sealed: &str, sc: &SessionConf, prov: &Prov) -> Option<Sessi
                 Some(id),
             )
         }
+        // read by `stored_session` (a wait for Redis), never here
+        Store::Redis(_) => return None,
     };
     let mut s = Session::from_json(&raw)?;
     s.id = id;
@@ -121,6 +124,103 @@ pub fn open_session(sealed: &str, sc: &SessionConf, prov: &Prov) -> Option<Sessi
         return None;
     }
     Some(s)
+}
+
+/// The id in a store session's cookie, if it opens for this provider.
+pub fn session_id(sealed: &str, sc: &SessionConf, prov: &Prov) -> Option<[u8; 16]> {
+    sc.keys
+        .open_bound(Purpose::SessionId, &prov.binding, sealed)?
+        .try_into()
+        .ok()
+}
+
+/// A Redis record, opened for this provider and within its lifetime.
+fn open_record(rec: &[u8], id: [u8; 16], sc: &SessionConf, prov: &Prov) -> Option<Session> {
+    let rec = std::str::from_utf8(rec).ok()?;
+    let raw = sc.keys.open_bound(Purpose::Session, &prov.binding, rec)?;
+    let mut s = Session::from_json(&raw)?;
+    s.id = Some(id);
+    (now() < s.created.saturating_add(sc.lifetime)).then_some(s)
+}
+
+/// What reading a Redis session gave.
+enum Stored {
+    Found(Session, usize),
+    None,
+    Wait,
+    Unavailable,
+}
+
+/// The session of a Redis store's cookie: its record read by the fetcher
+/// (the request waits for it), or the answer it waited for.
+fn stored_session(
+    r: &mut Request,
+    rt: &LocRuntime,
+    sc: &SessionConf,
+    rs: &RedisStore,
+    sealed: &str,
+) -> Stored {
+    let Some((i, id)) = rt
+        .provs
+        .iter()
+        .enumerate()
+        .find_map(|(i, p)| session_id(sealed, sc, p).map(|id| (i, id)))
+    else {
+        return Stored::None;
+    };
+    let prov = &rt.provs[i];
+    if let Some(job) = r.ctx_mut().and_then(|c| c.store_job.take()) {
+        let res = with_worker(|w| w.take_job_result(job)).flatten();
+        let ok = !matches!(res, Some(Err(_)) | None);
+        store_health(r, rs, ok, res.as_ref().and_then(|x| x.as_ref().err()));
+        return match res {
+            Some(Ok((200, rec))) => match open_record(&rec, id, sc, prov) {
+                Some(s) => Stored::Found(s, i),
+                None => Stored::None,
+            },
+            Some(Ok(_)) => Stored::None,
+            _ => Stored::Unavailable,
+        };
+    }
+    let key = rs.record_key(&id);
+    let parked = with_worker(|w| {
+        let job = w.submit_store(rs.index, StoreOp::Get(key)).ok()?;
+        w.park(r, prov.index, WaitFor::Job(job)).then_some(job)
+    })
+    .flatten();
+    match parked {
+        Some(job) => {
+            if let Some(c) = r.ctx_mut() {
+                c.store_job = Some(job);
+            }
+            Stored::Wait
+        }
+        None => Stored::Unavailable,
+    }
+}
+
+/// Log a store going down (once per failure streak) and coming back.
+pub fn store_health(r: &Request, rs: &RedisStore, ok: bool, err: Option<&oauth2_core::FetchError>) {
+    let changed = with_worker(|w| w.store_state(rs.index, ok)).unwrap_or(false);
+    if !changed {
+        return;
+    }
+    if ok {
+        ngx_log_error!(
+            NGX_LOG_NOTICE,
+            r.log(),
+            "oauth2: the session store \"{}\" answers again",
+            rs.spec.display
+        );
+    } else {
+        ngx_log_error!(
+            NGX_LOG_ERR,
+            r.log(),
+            "oauth2: the session store is unavailable: {}",
+            err.map(|e| e.to_string())
+                .unwrap_or_else(|| "no answer".into())
+        );
+    }
 }
 
 /// What back-channel logout finds a session by: its `sid` and its subject
@@ -138,29 +238,69 @@ fn session_tags(prov: &Prov, s: &Session) -> oauth2_core::shmtable::Tags {
 /// removed or replaced anywhere changes it), 0 for cookies.
 fn store_stamp(sc: &SessionConf) -> u64 {
     match &sc.store {
-        Store::Cookie => 0,
+        Store::Cookie | Store::Redis(_) => 0,
         Store::Shm(z) => z.tables().map_or(u64::MAX, |t| t.sessions.generation()),
     }
 }
 
+/// What `issue_session` did.
+pub enum Issued {
+    Failed,
+    Done,
+    /// Sent to Redis: this job says when it is there.
+    Sent(oauth2_core::waits::JobId),
+}
+
 /// Seal a session into its cookie(s), removing chunks the browser has left
-/// over; with a store, put its record there and the sealed id in the cookie.
-pub fn issue_session(r: &mut Request, sc: &SessionConf, prov: &Prov, s: &Session) -> bool {
-    let json = match serde_json::to_vec(s) {
-        Ok(j) => j,
-        Err(_) => return false,
+/// over; with a store, put its record there and the sealed id in the cookie
+/// (`unlock`: a Redis refresh lock to release with the write).
+pub fn issue_session(
+    r: &mut Request,
+    sc: &SessionConf,
+    prov: &Prov,
+    s: &Session,
+    unlock: Option<String>,
+) -> Issued {
+    let Ok(json) = serde_json::to_vec(s) else {
+        return Issued::Failed;
     };
     let sealed = sc.keys.seal_bound(Purpose::Session, &prov.binding, &json);
+    let mut sent = None;
     let sealed = match &sc.store {
         Store::Cookie => sealed,
+        Store::Redis(rs) => {
+            let id = s.id.unwrap_or_else(new_id);
+            let ttl_ms = s
+                .created
+                .saturating_add(sc.lifetime)
+                .saturating_sub(now())
+                .max(1)
+                * 1000;
+            let iss = prov.policy.issuer.as_deref().unwrap_or("");
+            let mut sets = Vec::new();
+            for kind in ["sid", "sub"] {
+                if let Some(serde_json::Value::String(v)) = s.claims.get(kind) {
+                    sets.push(rs.tag_key(kind, &logout::tag(kind, iss, v)));
+                }
+            }
+            let op = StoreOp::Put {
+                key: rs.record_key(&id),
+                value: sealed.into_bytes(),
+                ttl_ms,
+                member: RedisStore::id_hex(&id),
+                sets,
+                unlock,
+            };
+            match with_worker(|w| w.submit_store(rs.index, op)) {
+                Some(Ok(job)) => sent = Some(job),
+                _ => return Issued::Failed,
+            }
+            sc.keys.seal_bound(Purpose::SessionId, &prov.binding, &id)
+        }
         Store::Shm(z) => {
-            let id = s.id.unwrap_or_else(|| {
-                let mut id = [0u8; 16];
-                session::fill_random(&mut id);
-                id
-            });
+            let id = s.id.unwrap_or_else(new_id);
             let Some(t) = z.tables() else {
-                return false;
+                return Issued::Failed;
             };
             let until = s.created.saturating_add(sc.lifetime);
             match t
@@ -186,7 +326,7 @@ pub fn issue_session(r: &mut Request, sc: &SessionConf, prov: &Prov, s: &Session
                         z.name,
                         oauth2_core::shmtable::ShmTable::capacity(crate::store::SESSION_SLOT)
                     );
-                    return false;
+                    return Issued::Failed;
                 }
             }
             sc.keys.seal_bound(Purpose::SessionId, &prov.binding, &id)
@@ -200,7 +340,7 @@ pub fn issue_session(r: &mut Request, sc: &SessionConf, prov: &Prov, s: &Session
             session::MAX_CHUNKS,
             sealed.len()
         );
-        return false;
+        return Issued::Failed;
     };
     let max_age = s.created.saturating_add(sc.lifetime).saturating_sub(now());
     let n = parts.len();
@@ -209,23 +349,50 @@ pub fn issue_session(r: &mut Request, sc: &SessionConf, prov: &Prov, s: &Session
     }
     let cookies = r.cookies();
     delete_chunks(r, sc, &cookies, n.max(1));
-    true
+    match sent {
+        Some(job) => Issued::Sent(job),
+        None => Issued::Done,
+    }
+}
+
+fn new_id() -> [u8; 16] {
+    let mut id = [0u8; 16];
+    session::fill_random(&mut id);
+    id
 }
 
 /// Delete a session's record from its store (sign-out, a session that
 /// ended); cookies are cleared by the caller.
 pub fn end_session(sc: &SessionConf, s: &Session) {
-    if let (Store::Shm(z), Some(id)) = (&sc.store, s.id) {
-        if let Some(t) = z.tables() {
-            t.sessions.take(&id, now());
+    match (&sc.store, s.id) {
+        (Store::Shm(z), Some(id)) => {
+            if let Some(t) = z.tables() {
+                t.sessions.take(&id, now());
+            }
         }
+        (Store::Redis(rs), Some(id)) => end_stored(rs, &id),
+        _ => {}
     }
+}
+
+/// Delete a Redis session's record (sent; nobody waits for it).
+pub fn end_stored(rs: &RedisStore, id: &[u8; 16]) {
+    let op = StoreOp::Del(vec![rs.record_key(id)]);
+    with_worker(|w| w.submit_store(rs.index, op));
 }
 
 /// Mark a login state as issued (a store: single use across workers).
 fn state_issued(sc: &SessionConf, state: &str) -> bool {
     match &sc.store {
         Store::Cookie => true,
+        // sent; the callback, seconds later, takes it
+        Store::Redis(rs) => {
+            let op = StoreOp::Once {
+                key: rs.once_key("st", &logout::once_key("state", "", state)),
+                ttl_ms: STATE_TTL * 1000,
+            };
+            with_worker(|w| w.submit_store(rs.index, op).is_ok()).unwrap_or(false)
+        }
         Store::Shm(z) => z.tables().is_some_and(|t| {
             let t0 = now();
             t.marks
@@ -238,7 +405,8 @@ fn state_issued(sc: &SessionConf, state: &str) -> bool {
 /// (or never issued). Cookie sessions: the worker's own list decides.
 pub fn state_used_once(sc: &SessionConf, state: &str) -> bool {
     match &sc.store {
-        Store::Cookie => true,
+        // the callback asked Redis before (a wait of its own)
+        Store::Cookie | Store::Redis(_) => true,
         Store::Shm(z) => z
             .tables()
             .is_some_and(|t| t.marks.take(&logout::once_key("state", "", state), now())),
@@ -341,12 +509,22 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
             }
         }
     }
-    let opened = sealed.as_deref().filter(|_| !foreign).and_then(|v| {
-        rt.provs
-            .iter()
-            .enumerate()
-            .find_map(|(i, p)| open_session(v, sc, p).map(|s| (s, i)))
-    });
+    // not in this worker's cache: the miss path may own the value
+    let sealed: Option<String> = sealed.map(Cow::into_owned);
+    let opened = match (&sc.store, sealed.as_deref().filter(|_| !foreign)) {
+        (Store::Redis(rs), Some(v)) => match stored_session(r, rt, sc, rs, v) {
+            Stored::Found(s, i) => Some((s, i)),
+            Stored::None => None,
+            Stored::Wait => return SessionOutcome::Wait,
+            Stored::Unavailable => return SessionOutcome::Unavailable,
+        },
+        (_, v) => v.and_then(|v| {
+            rt.provs
+                .iter()
+                .enumerate()
+                .find_map(|(i, p)| open_session(v, sc, p).map(|s| (s, i)))
+        }),
+    };
     let Some((s, i)) = opened else {
         let cookies = r.cookies();
         if cookie(&cookies, &sc.cookie_name).is_some() {
@@ -369,7 +547,11 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
     let s = Arc::new(s);
     if t < refresh_due(&s) {
         if let Some(v) = sealed.as_deref() {
-            let until = refresh_due(&s).min(s.created.saturating_add(sc.lifetime));
+            let mut until = refresh_due(&s).min(s.created.saturating_add(sc.lifetime));
+            if let Store::Redis(_) = sc.store {
+                // another nginx may delete it: read again after a second
+                until = until.min(t + 1);
+            }
             with_worker(|w| {
                 w.sessions
                     .insert(prov.binding_id, v, s.clone(), until, stamp)
@@ -414,7 +596,9 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
                 ("refresh_token".to_string(), refresh_token.to_string()),
             ];
             let auth = client_auth(client, p.metadata.as_ref(), &mut form);
-            match w.submit(prov.index, "refresh", url, Some(form), auth, hook) {
+            // a Redis session: refreshed by one nginx of the fleet at a time
+            let lock = redis_lock(sc, &s);
+            match w.submit_locked(prov.index, "refresh", url, Some(form), auth, hook, lock) {
                 Ok(job) => {
                     w.refreshes.started(key.clone(), job, s.clone(), t);
                     ngx_log_debug_http!(r, "oauth2: refreshing the session (job {})", job);
@@ -425,7 +609,11 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
         }
     });
     if let Some(Some(Err(e))) = &step {
-        if *e != RefreshError::Elsewhere {
+        // not a lock another one holds
+        if !matches!(
+            e,
+            RefreshError::Elsewhere | RefreshError::Fetch(oauth2_core::FetchError::Busy)
+        ) {
             refresh_unlock(sc, &s);
         }
     }
@@ -433,8 +621,13 @@ pub fn session_for_access(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) ->
         None => SessionOutcome::None,
         Some(None) => SessionOutcome::Wait,
         Some(Some(Ok(new))) => {
-            issue_session(r, sc, &prov, &new);
-            refresh_unlock(sc, &s);
+            // Redis: the lock goes with the write of the new record
+            let unlock = redis_lock(sc, &s).map(|(_, k, _)| k);
+            let redis = unlock.is_some();
+            issue_session(r, sc, &prov, &new, unlock);
+            if !redis {
+                refresh_unlock(sc, &s);
+            }
             ngx_log_error!(NGX_LOG_INFO, r.log(), "oauth2: session refreshed");
             SessionOutcome::Valid(Arc::new(new), i)
         }
@@ -487,10 +680,28 @@ fn refresh_lock(sc: &SessionConf, s: &Session, t: u64) -> bool {
 }
 
 fn refresh_unlock(sc: &SessionConf, s: &Session) {
-    if let (Store::Shm(z), Some(id)) = (&sc.store, s.id) {
-        if let Some(tb) = z.tables() {
-            tb.marks.take(&refresh_key(&id), now());
+    match (&sc.store, s.id) {
+        (Store::Shm(z), Some(id)) => {
+            if let Some(tb) = z.tables() {
+                tb.marks.take(&refresh_key(&id), now());
+            }
         }
+        (Store::Redis(rs), Some(id)) => {
+            let op = StoreOp::Del(vec![rs.once_key("rl", &refresh_key(&id))]);
+            with_worker(|w| w.submit_store(rs.index, op));
+        }
+        _ => {}
+    }
+}
+
+/// The lock a Redis session's refresh takes in the store first (store,
+/// key, ms): one nginx of the fleet refreshes it at a time.
+fn redis_lock(sc: &SessionConf, s: &Session) -> Option<(usize, String, u64)> {
+    match (&sc.store, s.id) {
+        (Store::Redis(rs), Some(id)) => {
+            Some((rs.index, rs.once_key("rl", &refresh_key(&id)), 30_000))
+        }
+        _ => None,
     }
 }
 

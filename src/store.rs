@@ -1,8 +1,9 @@
-//! Where sessions live (SPEC §8): in the cookie, or in an `shm` zone every
-//! worker of this nginx maps. The zone holds two `oauth2_core::shmtable`
-//! tables: one of small records (login states and logout `jti`s: single-use
-//! marks) and one of sessions. This file only makes the zone and hands out
-//! its tables; what goes in them is session.rs's and the endpoints'.
+//! Where sessions live (SPEC §8): in the cookie, in an `shm` zone every
+//! worker of this nginx maps, or in Redis (every nginx of a fleet). The zone
+//! holds two `oauth2_core::shmtable` tables: one of small records (login
+//! states and logout `jti`s: single-use marks) and one of sessions. Redis is
+//! spoken to by the fetcher thread (kv.rs); this file names its keys. What
+//! goes in either is session.rs's and the endpoints'.
 
 use std::ffi::c_void;
 use std::ptr::NonNull;
@@ -12,6 +13,8 @@ use ngx::ffi::{
     ngx_slab_alloc, ngx_slab_pool_t, ngx_str_t, NGX_ERROR, NGX_OK,
 };
 use oauth2_core::shmtable::ShmTable;
+
+use crate::kv::StoreSpec;
 
 /// Slot of the session table: the largest sealed session it holds is a
 /// little less (`ShmTable::capacity`).
@@ -35,6 +38,47 @@ struct ZoneData {
 pub enum Store {
     Cookie,
     Shm(ShmZone),
+    Redis(RedisStore),
+}
+
+/// An `oauth2_session_store redis …` store.
+#[derive(Clone)]
+pub struct RedisStore {
+    pub spec: StoreSpec,
+    /// Every key starts with it (`prefix=`, default `oauth2:`).
+    pub prefix: String,
+    /// Its place among the configuration's stores (the fetcher's clients).
+    pub index: usize,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl RedisStore {
+    /// A session's record.
+    pub fn record_key(&self, id: &[u8; 16]) -> String {
+        format!("{}s:{}", self.prefix, hex(id))
+    }
+
+    /// What `record_key` puts before the id (the index sets hold ids).
+    pub fn record_prefix(&self) -> String {
+        format!("{}s:", self.prefix)
+    }
+
+    /// The set of the sessions with a tag (`sid` or `sub`, see session.rs).
+    pub fn tag_key(&self, kind: &str, tag: &[u8; 8]) -> String {
+        format!("{}{kind}:{}", self.prefix, hex(tag))
+    }
+
+    /// A single-use mark (login state, logout `jti`, refresh lock).
+    pub fn once_key(&self, kind: &str, key: &[u8; 16]) -> String {
+        format!("{}{kind}:{}", self.prefix, hex(key))
+    }
+
+    pub fn id_hex(id: &[u8; 16]) -> String {
+        hex(id)
+    }
 }
 
 impl Store {

@@ -11,7 +11,7 @@
 //! exiting worker alive, so shutdown drops no parked request.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::c_void;
 use std::ptr;
 use std::sync::Arc;
@@ -32,8 +32,9 @@ use oauth2_core::session::SessionCache;
 use oauth2_core::waits::{Check, JobId, Registry, WaitFor, Wake};
 use oauth2_core::FetchError;
 
-use crate::fetcher::{Fetcher, Hook, Job, Msg, Update};
+use crate::fetcher::{Fetcher, Hook, Job, Msg, StoreJob, Update};
 use crate::http::{post_request, RawRequest, RequestExt};
+use crate::kv::{StoreOp, StoreSpec};
 use crate::shm::Stats;
 use oauth2_core::metrics;
 
@@ -96,6 +97,8 @@ pub struct Worker {
     pub used_states: HashMap<String, u64>,
     /// This worker's figures (the status zone).
     pub stats: Option<Stats>,
+    /// Session stores (by index) whose last operation failed.
+    stores_down: HashSet<usize>,
     conn: *mut ngx_connection_t,
     timer: Box<ngx_event_t>,
     log: *mut ngx_log_t,
@@ -189,6 +192,16 @@ impl Worker {
         }
     }
 
+    /// Record how a store's last operation went: true when that changes
+    /// its state (the caller logs the start and the end of a failure streak).
+    pub fn store_state(&mut self, store: usize, ok: bool) -> bool {
+        if ok {
+            self.stores_down.remove(&store)
+        } else {
+            self.stores_down.insert(store)
+        }
+    }
+
     /// Count an introspection call sent to provider `p`, or one that failed.
     pub fn count_introspection(&self, p: usize, failed: bool) {
         if let Some(s) = &self.stats {
@@ -216,6 +229,21 @@ impl Worker {
         authorization: Option<String>,
         hook: Option<Hook>,
     ) -> Result<JobId, FetchError> {
+        self.submit_locked(provider, what, url, form, authorization, hook, None)
+    }
+
+    /// `submit`, taking a store's single-use key first (`Job::lock`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn submit_locked(
+        &mut self,
+        provider: usize,
+        what: &'static str,
+        url: String,
+        form: Option<Vec<(String, String)>>,
+        authorization: Option<String>,
+        hook: Option<Hook>,
+        lock: Option<(usize, String, u64)>,
+    ) -> Result<JobId, FetchError> {
         let f = self.fetcher.as_ref().ok_or(FetchError::NotRunning)?;
         self.next_job += 1;
         let id = self.next_job;
@@ -227,7 +255,19 @@ impl Worker {
             form,
             authorization,
             hook,
+            lock,
         })?;
+        Ok(id)
+    }
+
+    /// An operation on session store `store` (a Redis store's index); its
+    /// answer wakes the requests parked on `WaitFor::Job(id)` and, when one
+    /// waited, goes to `take_job_result`.
+    pub fn submit_store(&mut self, store: usize, op: StoreOp) -> Result<JobId, FetchError> {
+        let f = self.fetcher.as_ref().ok_or(FetchError::NotRunning)?;
+        self.next_job += 1;
+        let id = self.next_job;
+        f.submit_store(StoreJob { id, store, op })?;
         Ok(id)
     }
 
@@ -336,6 +376,7 @@ impl Worker {
 pub fn init_worker(
     cycle: *mut ngx_cycle_t,
     specs: &[ProviderSpec],
+    stores: &[StoreSpec],
     cache_bytes: usize,
     status_zone: Option<std::ptr::NonNull<ngx::ffi::ngx_shm_zone_t>>,
 ) -> Result<(), String> {
@@ -370,8 +411,8 @@ pub fn init_worker(
             return Err("cannot watch the oauth2 wake-up channel".into());
         }
     }
-    let fetcher = if specs.iter().any(|s| s.needs_network()) {
-        match Fetcher::start(specs, efd) {
+    let fetcher = if specs.iter().any(|s| s.needs_network()) || !stores.is_empty() {
+        match Fetcher::start(specs, stores, efd) {
             Ok(f) => Some(f),
             Err(e) => {
                 // SAFETY: conn is ours, made above.
@@ -417,6 +458,7 @@ pub fn init_worker(
             refreshes: Refreshes::default(),
             introspections: Introspections::new(MAX_INTROSPECTIONS),
             token_results: HashMap::new(),
+            stores_down: HashSet::new(),
             next_job: 0,
             fetcher,
             cache: TokenCache::new(cache_bytes),

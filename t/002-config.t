@@ -360,13 +360,13 @@ oauth2_redirect_uri ftp://x/cb;
 --- error_log
 the scheme must be http or https in "oauth2_redirect_uri" directive
 
-=== TEST 31: oauth2_session_store cookie is accepted; redis is refused clearly (with all its arguments)
+=== TEST 31: oauth2_session_store redis: a password file that cannot be read fails nginx -t
 --- http_config
 oauth2_session_store redis redis://127.0.0.1:6379 password_file=/etc/x prefix=a;
 --- config
 --- must_die
 --- error_log
-"redis" is not supported by this version of the module (use "shm zone=NAME:SIZE") in "oauth2_session_store" directive
+cannot read "/etc/x"
 
 === TEST 31b: oauth2_session_store shm is accepted; twice at one level is refused
 --- http_config

@@ -174,6 +174,10 @@ pub enum FetchError {
     Client(String),
     #[error("cannot start the fetcher runtime: {0}")]
     Runtime(String),
+    /// Another worker (or nginx) holds the lock of this job's work (a
+    /// stored session's refresh).
+    #[error("another worker is doing this already")]
+    Busy,
     /// The fetcher's task for this job ended without an answer.
     #[error("the fetch task failed ({0})")]
     TaskFailed(String),

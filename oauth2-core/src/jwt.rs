@@ -198,11 +198,7 @@ pub fn parse_typed<'a>(
     }
     match &header.typ {
         None => {}
-        Some(Scalar::Str(t)) => {
-            if !typ_ok(t.strip_prefix("application/").unwrap_or(t)) {
-                return Err(Rejection::BadType);
-            }
-        }
+        Some(Scalar::Str(t)) if typ_ok(t.strip_prefix("application/").unwrap_or(t)) => {}
         Some(_) => return Err(Rejection::BadType),
     }
     let kid = match header.kid {

@@ -399,8 +399,9 @@ pub fn userinfo_claims(
 /// while it waits).
 #[derive(Debug)]
 pub enum CallbackStep {
-    /// Waiting for the provider metadata (the token endpoint).
-    Metadata,
+    /// Waiting for the provider metadata (the token endpoint); a session
+    /// store already took the state (`State`) when `state_taken`.
+    Metadata { state_taken: bool },
     /// Waiting for the token endpoint's answer.
     Token {
         login: crate::session::LoginState,
@@ -417,5 +418,14 @@ pub enum CallbackStep {
         tokens: TokenResponse,
         claims: Claims,
         job: crate::waits::JobId,
+    },
+    /// Waiting for a session store to take the login's state (single use
+    /// across a fleet).
+    State { job: crate::waits::JobId },
+    /// Waiting for a session store to hold the new session; then back to
+    /// `target`.
+    Stored {
+        job: crate::waits::JobId,
+        target: String,
     },
 }

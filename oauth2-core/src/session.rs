@@ -194,7 +194,7 @@ pub struct LoginState {
 /// The session, sealed into the session cookie. The identity is the ID
 /// token validated at login; its claims are not stored twice but read back
 /// from it when the (authenticated, encrypted) cookie is opened.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Session {
     /// The ID token's claims (what the variables show).
     #[serde(skip)]

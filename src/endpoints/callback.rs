@@ -17,6 +17,7 @@ use ngx::ngx_log_error;
 use oauth2_core::decide::{self, UnknownKid};
 use oauth2_core::jwt::Claims;
 use oauth2_core::login::{self, CallbackStep, TokenResponse};
+use oauth2_core::logout;
 use oauth2_core::metrics;
 use oauth2_core::session::{self, joined_claims, LoginState as Login, Purpose, Session};
 use oauth2_core::waits::{Check, WaitFor};
@@ -24,9 +25,12 @@ use oauth2_core::{Rejection, TokenEndpointError};
 
 use crate::conf::{LocRuntime, Prov, SessionConf};
 use crate::http::{finalize, request, RawRequest, RequestExt};
+use crate::kv::StoreOp;
 use crate::session::{
-    client_auth, cookie, delete_cookie, issue_session, now, state_used_once, uri_for, STATE_TTL,
+    client_auth, cookie, delete_cookie, issue_session, now, state_used_once, store_health, uri_for,
+    Issued, STATE_TTL,
 };
+use crate::store::Store;
 use crate::worker::{test_hook, timed_out, with_worker, KeyState};
 use crate::Module;
 
@@ -123,7 +127,42 @@ fn callback(r: &mut Request) -> Step {
         return fail(r, 504, NGX_LOG_WARN, msg, msg, to.as_deref());
     }
     match step {
-        None | Some(CallbackStep::Metadata) => callback_start(r, &rt, sc),
+        None => callback_start(r, &rt, sc, false),
+        Some(CallbackStep::Metadata { state_taken }) => callback_start(r, &rt, sc, state_taken),
+        Some(CallbackStep::State { job }) => {
+            match with_worker(|w| w.take_job_result(job)).flatten() {
+                Some(Ok((200, _))) => callback_start(r, &rt, sc, true),
+                Some(Ok(_)) => fail(
+                    r,
+                    400,
+                    NGX_LOG_INFO,
+                    "the state was already used",
+                    "invalid or expired login state",
+                    None,
+                ),
+                other => {
+                    if let Store::Redis(rs) = &sc.store {
+                        store_health(r, rs, false, other.as_ref().and_then(|x| x.as_ref().err()));
+                    }
+                    unavailable(r)
+                }
+            }
+        }
+        Some(CallbackStep::Stored { job, target }) => {
+            match with_worker(|w| w.take_job_result(job)).flatten() {
+                Some(Ok((200, _))) => {
+                    ngx_log_error!(NGX_LOG_INFO, r.log(), "oauth2: login completed");
+                    with_worker(|w| w.count(metrics::LOGINS_COMPLETED));
+                    Step::Done(r.redirect(&target))
+                }
+                other => {
+                    if let Store::Redis(rs) = &sc.store {
+                        store_health(r, rs, false, other.as_ref().and_then(|x| x.as_ref().err()));
+                    }
+                    unavailable(r)
+                }
+            }
+        }
         Some(CallbackStep::Token { login, job }) => {
             match with_worker(|w| w.take_job_result(job)).flatten() {
                 None => fail(
@@ -223,7 +262,22 @@ fn login_prov(rt: &LocRuntime, login: &Login) -> Option<Arc<Prov>> {
         .cloned()
 }
 
-fn callback_start(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) -> Step {
+/// The session store is not reachable: 503, the login can be tried again.
+fn unavailable(r: &mut Request) -> Step {
+    r.push_header("Retry-After", "5");
+    ngx_log_error!(
+        NGX_LOG_WARN,
+        r.log(),
+        "oauth2: callback: the session store is unavailable"
+    );
+    Step::Done(r.send_page(
+        503,
+        "the session store is unavailable, try again",
+        Some("/"),
+    ))
+}
+
+fn callback_start(r: &mut Request, rt: &LocRuntime, sc: &SessionConf, state_taken: bool) -> Step {
     let p = login::parse_callback(r.args());
     if p.duplicate {
         return fail(
@@ -327,7 +381,7 @@ fn callback_start(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) -> Step {
                 r,
                 prov.index,
                 WaitFor::Provider(prov.index),
-                CallbackStep::Metadata,
+                CallbackStep::Metadata { state_taken: true },
             )
         }
         _ => {
@@ -353,6 +407,20 @@ fn callback_start(r: &mut Request, rt: &LocRuntime, sc: &SessionConf) -> Step {
             back(&login),
         );
     };
+    // a Redis store: the state is used once across the fleet (a wait)
+    if let (Store::Redis(rs), false) = (&sc.store, state_taken) {
+        let key = rs.once_key("st", &logout::once_key("state", "", &state));
+        let job = with_worker(|w| w.submit_store(rs.index, StoreOp::Take(key)).ok()).flatten();
+        return match job {
+            Some(job) => park(
+                r,
+                prov.index,
+                WaitFor::Job(job),
+                CallbackStep::State { job },
+            ),
+            None => unavailable(r),
+        };
+    }
     // the state is used once: replays in this worker are refused
     let replay = with_worker(|w| {
         w.used_states.retain(|_, exp| *exp > t);
@@ -603,23 +671,36 @@ fn complete(
         userinfo,
         id: None,
     };
-    if !issue_session(r, sc, &prov, &s) {
-        let msg = "the session could not be stored";
-        return fail(
-            r,
-            500,
-            NGX_LOG_ERR,
-            "cannot store the session",
-            msg,
-            back(&login),
-        );
-    }
-    ngx_log_error!(NGX_LOG_INFO, r.log(), "oauth2: login completed");
-    with_worker(|w| w.count(metrics::LOGINS_COMPLETED));
+    let issued = issue_session(r, sc, &prov, &s, None);
     let target = if session::safe_return_path(&login.return_to) {
-        login.return_to
+        login.return_to.clone()
     } else {
         "/".into()
     };
-    Step::Done(r.redirect(&target))
+    match issued {
+        Issued::Failed => {
+            let msg = "the session could not be stored";
+            fail(
+                r,
+                500,
+                NGX_LOG_ERR,
+                "cannot store the session",
+                msg,
+                back(&login),
+            )
+        }
+        // the browser comes back at once, maybe to another nginx: the
+        // record must be there first
+        Issued::Sent(job) => park(
+            r,
+            prov.index,
+            WaitFor::Job(job),
+            CallbackStep::Stored { job, target },
+        ),
+        Issued::Done => {
+            ngx_log_error!(NGX_LOG_INFO, r.log(), "oauth2: login completed");
+            with_worker(|w| w.count(metrics::LOGINS_COMPLETED));
+            Step::Done(r.redirect(&target))
+        }
+    }
 }

@@ -6,13 +6,17 @@ use ngx::ffi::{ngx_http_request_t, ngx_int_t, NGX_DONE, NGX_HTTP_SPECIAL_RESPONS
 use ngx::http::{HttpModuleLocationConf, Request};
 use ngx::ngx_log_error;
 use oauth2_core::logout::{self, LogoutError};
-use oauth2_core::waits::{Check, WaitFor};
+use oauth2_core::waits::{Check, JobId, WaitFor};
+use oauth2_core::FetchError;
 use oauth2_core::{jwt, metrics};
 
 use crate::conf::{LocRuntime, Prov, SessionConf};
 use crate::http::{finalize, request, RequestExt};
-use crate::session::{clear_session, end_session, now, open_session, sealed_session};
-use crate::store::{Store, Tables};
+use crate::kv::StoreOp;
+use crate::session::{
+    clear_session, end_stored, now, open_session, sealed_session, session_id, store_health,
+};
+use crate::store::{RedisStore, Store, Tables};
 use crate::worker::{timed_out, with_worker, KeyState};
 use crate::Module;
 
@@ -26,7 +30,76 @@ fn runtime(r: &Request) -> Option<std::sync::Arc<LocRuntime>> {
 fn tables(sc: &SessionConf) -> Option<Tables> {
     match &sc.store {
         Store::Shm(z) => z.tables(),
-        Store::Cookie => None,
+        Store::Cookie | Store::Redis(_) => None,
+    }
+}
+
+/// Ask Redis to end the sessions of a tag (after marking `once`), parking
+/// the request until it answers: `PARKED`, or 503 when it cannot be asked.
+fn redis_end(
+    r: &mut Request,
+    rs: &RedisStore,
+    provider: usize,
+    once: Option<(String, u64)>,
+    set: String,
+) -> ngx_int_t {
+    let op = StoreOp::EndTagged {
+        once,
+        set,
+        record_prefix: rs.record_prefix(),
+    };
+    let job = with_worker(|w| {
+        let job = w.submit_store(rs.index, op).ok()?;
+        w.park(r, provider, WaitFor::Job(job)).then_some(job)
+    })
+    .flatten();
+    match job {
+        Some(job) => {
+            if let Some(c) = r.ctx_mut() {
+                c.store_job = Some(job);
+            }
+            PARKED
+        }
+        None => store_unavailable(r, rs, None),
+    }
+}
+
+fn store_unavailable(r: &mut Request, rs: &RedisStore, e: Option<&FetchError>) -> ngx_int_t {
+    store_health(r, rs, false, e);
+    r.push_header("Retry-After", "5");
+    json_error(
+        r,
+        503,
+        "temporarily_unavailable",
+        "the session store is unavailable",
+    )
+}
+
+/// The answer Redis gave to `redis_end`: how many sessions ended, or 409
+/// (the `jti` was used before).
+fn redis_ended(r: &mut Request, rs: &RedisStore, job: JobId) -> Result<usize, ngx_int_t> {
+    match with_worker(|w| w.take_job_result(job)).flatten() {
+        Some(Ok((200, n))) => {
+            store_health(r, rs, true, None);
+            Ok(String::from_utf8_lossy(&n).parse().unwrap_or(0))
+        }
+        Some(Ok(_)) => {
+            store_health(r, rs, true, None);
+            ngx_log_error!(
+                NGX_LOG_INFO,
+                r.log(),
+                "oauth2: back-channel logout refused: {}",
+                LogoutError::Replayed
+            );
+            Err(json_error(
+                r,
+                400,
+                "invalid_request",
+                &LogoutError::Replayed.to_string(),
+            ))
+        }
+        Some(Err(e)) => Err(store_unavailable(r, rs, Some(&e))),
+        None => Err(store_unavailable(r, rs, None)),
     }
 }
 
@@ -105,6 +178,17 @@ fn backchannel_checked(r: &mut Request, late: bool) -> ngx_int_t {
     let Some(sc) = rt.session.as_ref() else {
         return 500;
     };
+    // Redis answered (or its wait ran out)
+    if let (Store::Redis(rs), Some(job)) = (&sc.store, r.ctx_mut().and_then(|c| c.store_job.take()))
+    {
+        if late {
+            return store_unavailable(r, rs, None);
+        }
+        return match redis_ended(r, rs, job) {
+            Ok(n) => backchannel_done(r, n),
+            Err(rc) => rc,
+        };
+    }
     let Some(body) = r.body(MAX_BODY) else {
         return json_error(r, 400, "invalid_request", "the request body is too large");
     };
@@ -168,24 +252,7 @@ fn backchannel_checked(r: &mut Request, late: bool) -> ngx_int_t {
             );
         }
     };
-    let Some(tb) = tables(sc) else {
-        return 500;
-    };
     let lt = match checked {
-        Ok(lt) => {
-            // the jti is used once, for as long as the token could be
-            // accepted at all
-            let window = t + 2 * prov.policy.skew_secs + 60;
-            let key = logout::once_key("jti", &client.issuer, &lt.jti);
-            if tb.marks.insert_new(&key, window, t) {
-                Ok(lt)
-            } else {
-                Err(LogoutError::Replayed)
-            }
-        }
-        Err(e) => Err(e),
-    };
-    let lt = match lt {
         Ok(lt) => lt,
         Err(e) => {
             ngx_log_error!(
@@ -197,15 +264,40 @@ fn backchannel_checked(r: &mut Request, late: bool) -> ngx_int_t {
             return json_error(r, 400, "invalid_request", &e.to_string());
         }
     };
-    let ended = match (&lt.sid, &lt.sub) {
-        (Some(sid), _) => tb
-            .sessions
-            .remove_tagged(0, logout::tag("sid", &client.issuer, sid)),
-        (None, Some(sub)) => tb
-            .sessions
-            .remove_tagged(1, logout::tag("sub", &client.issuer, sub)),
-        (None, None) => 0,
+    // the jti is used once, for as long as the token could be accepted
+    let window = 2 * prov.policy.skew_secs + 60;
+    let jti = logout::once_key("jti", &client.issuer, &lt.jti);
+    let tag = match (&lt.sid, &lt.sub) {
+        (Some(sid), _) => (0, "sid", logout::tag("sid", &client.issuer, sid)),
+        (None, Some(sub)) => (1, "sub", logout::tag("sub", &client.issuer, sub)),
+        (None, None) => return 500,
     };
+    if let Store::Redis(rs) = &sc.store {
+        let once = Some((rs.once_key("jti", &jti), window * 1000));
+        return redis_end(r, rs, prov.index, once, rs.tag_key(tag.1, &tag.2));
+    }
+    let Some(tb) = tables(sc) else {
+        return 500;
+    };
+    if !tb.marks.insert_new(&jti, t + window, t) {
+        ngx_log_error!(
+            NGX_LOG_INFO,
+            r.log(),
+            "oauth2: back-channel logout refused: {}",
+            LogoutError::Replayed
+        );
+        return json_error(
+            r,
+            400,
+            "invalid_request",
+            &LogoutError::Replayed.to_string(),
+        );
+    }
+    let ended = tb.sessions.remove_tagged(tag.0, tag.2);
+    backchannel_done(r, ended)
+}
+
+fn backchannel_done(r: &mut Request, ended: usize) -> ngx_int_t {
     ngx_log_error!(
         NGX_LOG_INFO,
         r.log(),
@@ -217,14 +309,52 @@ fn backchannel_checked(r: &mut Request, late: bool) -> ngx_int_t {
 }
 
 /// `GET ?iss=…&sid=…` from the provider's logout page (an iframe): ends
-/// the sessions of that `sid`; without parameters, the browser's own.
-pub fn frontchannel(r: &mut Request) -> ngx_int_t {
+/// the sessions of that `sid`; without parameters, the browser's own. The
+/// content handler; with Redis it waits for the store's answer.
+pub fn frontchannel(raw: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx passes a valid request to content handlers.
+    let r = unsafe { request(raw) };
+    match frontchannel_answer(r) {
+        PARKED => {
+            r.hold_for_resume(Some(frontchannel_resume));
+            NGX_DONE as ngx_int_t
+        }
+        rc => rc,
+    }
+}
+
+unsafe extern "C" fn frontchannel_resume(raw: *mut ngx_http_request_t) {
+    crate::guard((), || {
+        // SAFETY: called by nginx (posted write event) with our live request.
+        let r = unsafe { request(raw) };
+        match frontchannel_answer(r) {
+            PARKED => {}
+            rc => finalize(r, rc),
+        }
+    })
+}
+
+fn frontchannel_answer(r: &mut Request) -> ngx_int_t {
+    let check = with_worker(|w| w.check(r)).unwrap_or(Check::Fresh);
+    if let Check::StillParked(_) = check {
+        return PARKED;
+    }
     let Some(rt) = runtime(r) else {
         return 500;
     };
     let Some(sc) = rt.session.as_ref() else {
         return 500;
     };
+    if let (Store::Redis(rs), Some(job)) = (&sc.store, r.ctx_mut().and_then(|c| c.store_job.take()))
+    {
+        if timed_out(check) {
+            return store_unavailable(r, rs, None);
+        }
+        return match redis_ended(r, rs, job) {
+            Ok(n) => frontchannel_done(r, n),
+            Err(rc) => rc,
+        };
+    }
     r.discard_body();
     let m = r.method();
     if m != ngx::http::Method::GET && m != ngx::http::Method::HEAD {
@@ -245,18 +375,25 @@ pub fn frontchannel(r: &mut Request) -> ngx_int_t {
     let (Ok(iss), Ok(sid)) = (one("iss"), one("sid")) else {
         return r.send_page(400, "Invalid logout request", None);
     };
-    let Some(tb) = tables(sc) else {
-        return 500;
-    };
     // the browser's own session, if its cookie came along
-    let own = sealed_session(r, sc).and_then(|v| {
-        rt.provs
-            .iter()
-            .find_map(|p| open_session(&v, sc, p).map(|s| (s, p.clone())))
-    });
-    let ended = match (iss, sid) {
+    let sealed = sealed_session(r, sc).map(|c| c.into_owned());
+    let own: Option<(Option<String>, [u8; 16], std::sync::Arc<Prov>)> =
+        sealed.as_deref().and_then(|v| {
+            rt.provs.iter().find_map(|p| match &sc.store {
+                Store::Redis(_) => session_id(v, sc, p).map(|id| (None, id, p.clone())),
+                _ => open_session(v, sc, p).and_then(|s| {
+                    let sid = s
+                        .claims
+                        .get("sid")
+                        .and_then(|x| x.as_str())
+                        .map(str::to_string);
+                    Some((sid, s.id?, p.clone()))
+                }),
+            })
+        });
+    match (iss, sid) {
         (Some(iss), Some(sid)) => {
-            let Some(prov) = prov_of(&rt, &iss) else {
+            let Some(prov) = prov_of(&rt, &iss).cloned() else {
                 ngx_log_error!(
                     NGX_LOG_INFO,
                     r.log(),
@@ -269,27 +406,49 @@ pub fn frontchannel(r: &mut Request) -> ngx_int_t {
                 .as_ref()
                 .map(|c| c.issuer.as_str())
                 .unwrap_or("");
-            let n = tb
-                .sessions
-                .remove_tagged(0, logout::tag("sid", issuer, &sid));
-            // the browser's cookie goes if its session was one of them
-            if let Some((s, _)) = &own {
-                if s.claims.get("sid").and_then(|v| v.as_str()) == Some(sid.as_str()) {
+            let tag = logout::tag("sid", issuer, &sid);
+            // the browser's cookie goes if its session was one of them (a
+            // Redis session's sid is in its record: the cookie goes when the
+            // browser's own record is among those the store ends, unknown
+            // here, so only when it is the browser's provider)
+            if let Some((own_sid, _, p)) = &own {
+                let mine = match own_sid {
+                    Some(s) => *s == sid,
+                    None => p.index == prov.index,
+                };
+                if mine {
                     clear_session(r, sc, &r.cookies());
                 }
             }
-            n
+            if let Store::Redis(rs) = &sc.store {
+                return redis_end(r, rs, prov.index, None, rs.tag_key("sid", &tag));
+            }
+            let Some(tb) = tables(sc) else {
+                return 500;
+            };
+            let n = tb.sessions.remove_tagged(0, tag);
+            frontchannel_done(r, n)
         }
         (None, None) => match own {
-            Some((s, _)) => {
-                end_session(sc, &s);
+            Some((_, id, _)) => {
+                match &sc.store {
+                    Store::Redis(rs) => end_stored(rs, &id),
+                    _ => {
+                        if let Some(tb) = tables(sc) {
+                            tb.sessions.take(&id, now());
+                        }
+                    }
+                }
                 clear_session(r, sc, &r.cookies());
-                1
+                frontchannel_done(r, 1)
             }
-            None => 0,
+            None => frontchannel_done(r, 0),
         },
-        _ => return r.send_page(400, "Invalid logout request: iss and sid go together", None),
-    };
+        _ => r.send_page(400, "Invalid logout request: iss and sid go together", None),
+    }
+}
+
+fn frontchannel_done(r: &mut Request, ended: usize) -> ngx_int_t {
     ngx_log_error!(
         NGX_LOG_INFO,
         r.log(),

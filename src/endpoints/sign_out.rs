@@ -8,8 +8,10 @@ use oauth2_core::session;
 
 use crate::http::RequestExt;
 use crate::session::{
-    clear_session, delete_cookie, end_session, open_session, sealed_session, uri_for,
+    clear_session, delete_cookie, end_session, end_stored, now, open_session, sealed_session,
+    session_id, uri_for,
 };
+use crate::store::Store;
 use crate::worker::with_worker;
 use crate::Module;
 
@@ -25,11 +27,26 @@ pub fn handler(r: &mut Request) -> ngx_int_t {
     };
     r.discard_body();
     // the session and its provider (the sign-out ends it there)
-    let found = sealed_session(r, sc).and_then(|v| {
+    let sealed = sealed_session(r, sc).map(|c| c.into_owned());
+    let mut found = sealed.as_deref().and_then(|v| {
         rt.provs
             .iter()
-            .find_map(|p| open_session(&v, sc, p).map(|s| (s, p.clone())))
+            .find_map(|p| open_session(v, sc, p).map(|s| (s, p.clone())))
     });
+    // a Redis session: its record is deleted by id (not read first); the
+    // ID token for the provider's logout comes from this worker's cache
+    if let (Store::Redis(rs), Some(v)) = (&sc.store, sealed.as_deref()) {
+        if let Some((id, p)) = rt
+            .provs
+            .iter()
+            .find_map(|p| session_id(v, sc, p).map(|id| (id, p.clone())))
+        {
+            end_stored(rs, &id);
+            let cached = with_worker(|w| w.sessions.get(v, now(), 0)).flatten();
+            let s = cached.map(|(s, _)| (*s).clone()).unwrap_or_default();
+            found = Some((s, p));
+        }
+    }
     let prov = match &found {
         Some((_, p)) => Some(p.clone()),
         None => rt.login_prov().cloned(),

@@ -46,7 +46,9 @@ our @EXPORT = qw(run_tests op_start op_stop op_url op_port op_ctl token mint
                  http_get nginx_port nginx_reload error_log_text raw_http
                  is_status worker_pids op_reserve servroot fixed_port browser
                  write_cookie_keys make_tls nginx_t_text op2_start op2_url nginx_port2
-                 op2_ctl token2 mint2 op_stat op_fault bearer);
+                 op2_ctl token2 mint2 op_stat op_fault bearer
+                 redis_start redis_stop redis_signal redis_cli redis_port fixed_port2
+                 nginx2_start);
 
 sub import {
     my $caller = caller;
@@ -62,11 +64,94 @@ my ($NGINX, $MODULE) = find_binaries();
 my $ROOT = "$TOP/t/servroot-" . ($ENV{TEST_NGINX_SERVROOT_SUFFIX} // $$);
 my ($op_pid, $op_port, $op_state);
 my ($op2_pid, $op2_port);
-my ($ngx_pid, $ngx_port, $ngx_port2, $fixed_port);
+my ($ngx_pid, $ngx_port, $ngx_port2, $fixed_port, $fixed_port2);
+my ($redis_pid, $redis_port, $ngx2_pid);
 
 # fixed_port(): one nginx port for every block of the file (the provider
 # must know the redirect URI before nginx starts).
 sub fixed_port { $fixed_port //= free_port() }
+# fixed_port2(): the second nginx of a fleet (nginx2_start), likewise fixed
+sub fixed_port2 { $fixed_port2 //= free_port() }
+
+# redis_start(): Debian's redis-server on 127.0.0.1 (a port of its own,
+# kept across restarts; no persistence: a restart loses every record)
+sub redis_start {
+    $redis_port //= free_port();
+    make_path("$ROOT/redis");
+    $redis_pid = fork // die "fork: $!";
+    if ($redis_pid == 0) {
+        open STDOUT, '>>', "$ROOT/redis.log";
+        open STDERR, '>&', \*STDOUT;
+        exec 'redis-server', '--port', $redis_port, '--bind', '127.0.0.1', '--save', '',
+            '--appendonly', 'no', '--dir', "$ROOT/redis", '--daemonize', 'no'
+            or exit 127;
+    }
+    for (1 .. 200) {
+        return 1 if port_open($redis_port);
+        die "redis-server exited at start (see $ROOT/redis.log)\n" if waitpid($redis_pid, WNOHANG) > 0;
+        sleep 0.025;
+    }
+    die "redis-server did not start on port $redis_port\n";
+}
+
+# redis_port(): the port (chosen at once, Redis need not run: down at start)
+sub redis_port { $redis_port //= free_port() }
+
+sub redis_stop {
+    return unless $redis_pid;
+    kill 'CONT', $redis_pid;
+    kill 'KILL', $redis_pid;
+    waitpid($redis_pid, 0);
+    undef $redis_pid;
+}
+
+# redis_signal('STOP' | 'CONT'): pause or resume the server
+sub redis_signal { kill $_[0], $redis_pid if $redis_pid }
+
+# redis_cli(ARGS...): the output of redis-cli against the test server
+sub redis_cli {
+    my @cmd = ('redis-cli', '-h', '127.0.0.1', '-p', redis_port(), @_);
+    open my $f, '-|', @cmd or die "redis-cli: $!";
+    local $/;
+    my $out = <$f> // '';
+    close $f;
+    return $out;
+}
+
+# nginx2_start(): a second nginx (prefix servroot/n2, port fixed_port2())
+# with the block's configuration: a fleet of two sharing one store
+sub nginx2_start {
+    my $conf = do { local $/; open my $f, '<', "$ROOT/conf/nginx.conf" or die $!; <$f> };
+    my $p2 = fixed_port2();
+    $conf =~ s/listen 127\.0\.0\.1:$ngx_port;/listen 127.0.0.1:$p2;/;
+    make_path("$ROOT/n2/conf", "$ROOT/n2/logs", "$ROOT/n2/html");
+    open my $o, '>', "$ROOT/n2/conf/nginx.conf" or die $!;
+    print $o $conf;
+    close $o;
+    $ngx2_pid = fork // die "fork: $!";
+    if ($ngx2_pid == 0) {
+        open STDOUT, '>>', "$ROOT/n2/logs/stderr.log";
+        open STDERR, '>&', \*STDOUT;
+        exec $NGINX, '-p', "$ROOT/n2/", '-c', 'conf/nginx.conf' or exit 127;
+    }
+    for (1 .. 200) {
+        return 1 if port_open($p2);
+        die "the second nginx exited at start (see $ROOT/n2/logs)\n" if waitpid($ngx2_pid, WNOHANG) > 0;
+        sleep 0.025;
+    }
+    die "the second nginx did not start\n";
+}
+
+sub nginx2_stop {
+    return unless $ngx2_pid;
+    kill 'QUIT', $ngx2_pid;
+    for (1 .. 200) { last if waitpid($ngx2_pid, WNOHANG) != 0; sleep 0.025 }
+    if (kill 0, $ngx2_pid) {
+        kill 'KILL', $ngx2_pid;
+        waitpid($ngx2_pid, 0);
+    }
+    undef $ngx2_pid;
+}
 
 # Export the helpers into Test::Base's eval filter package too.
 {
@@ -284,6 +369,7 @@ sub subst {
     $text =~ s/\$TEST_PORT2\b/$ngx_port2/g;
     $text =~ s/\$TEST_PORT\b/$ngx_port/g;
     $text =~ s/\$TEST_ROOT\b/$ROOT/g;
+    $text =~ s/\$TEST_REDIS\b/"redis:\/\/127.0.0.1:" . redis_port()/ge;
     $text =~ s/\$TEST_DIR\b/$TOP\/t/g;
     return $text;
 }
@@ -482,7 +568,7 @@ sub run_block {
     my ($block) = @_;
     my $name = $block->name;
     $ngx_port = $fixed_port // free_port();
-    $ngx_port2 = free_port();
+    $ngx_port2 = $fixed_port2 // free_port();
     write_conf($block);
     if (defined $block->setup) {
         my $code = $block->setup;
@@ -534,6 +620,7 @@ sub run_block {
     };
     Test::More::fail("$name - test code") or Test::More::diag($@) unless $ok;
     sleep($block->wait) if $block->wait;
+    nginx2_stop();
     nginx_stop();
     my $log = error_log_text();
     my ($n) = $name =~ /(\d+)/;
@@ -582,7 +669,9 @@ sub run_tests {
 
 END {
     local $?;   # waitpid below must not change the exit status
+    nginx2_stop();
     nginx_stop();
+    redis_stop();
     op_stop();
     op2_stop();
     # keep the directory of a failing file for inspection
