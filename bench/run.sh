@@ -28,7 +28,7 @@ MISS_TOKENS=${MISS_TOKENS:-10000}
 MEM_TOKENS=${MEM_TOKENS:-1000000}
 MEM_CACHE=${MEM_CACHE:-16m}
 WARMUP=${WARMUP:-2}
-ALL_SCENARIOS="ceiling ceiling_cookie rs256 es256 rs256_multi cookie cookie_shm miss authreq ap_ceiling ap_oauth2 ap_openidc ap_cookie w2_ceiling w2_rs256 w2_miss wauto_ceiling wauto_rs256 wauto_miss"
+ALL_SCENARIOS="ceiling ceiling_cookie rs256 es256 rs256_multi cookie cookie_shm cookie_redis cookie_redis_miss miss authreq ap_ceiling ap_oauth2 ap_openidc ap_cookie w2_ceiling w2_rs256 w2_miss wauto_ceiling wauto_rs256 wauto_miss"
 read -r -a SCENARIOS <<< "${SCENARIOS:-$ALL_SCENARIOS}"
 PARTS=${PARTS:-"throughput nonblocking memory"}
 want() { [[ " $PARTS " == *" $1 "* ]]; }
@@ -36,7 +36,15 @@ want() { [[ " $PARTS " == *" $1 "* ]]; }
 build
 NGX_PORT=$(free_port)
 start_op --access-ttl 7200 --redirect-uri "$(apache_redirect_uri)" \
-    --redirect-uri "http://127.0.0.1:$NGX_PORT/shm/callback"
+    --redirect-uri "http://127.0.0.1:$NGX_PORT/shm/callback" \
+    --redirect-uri "http://127.0.0.1:$NGX_PORT/redis/callback"
+# the Redis session store (Debian's redis-server, no persistence)
+REDIS_PORT=$(free_port)
+mkdir -p "$WORK/redis"
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --dir "$WORK/redis" > "$WORK/redis.log" 2>&1 &
+PIDS+=($!)
+wait_port "$REDIS_PORT"
 SIDECAR_PORT=$(free_port)
 cat > "$WORK/sidecar.conf" <<NEOF
 worker_processes 1;
@@ -91,6 +99,14 @@ http {
             empty_gif;
             location = /shm/callback { oauth2_callback; }
         }
+        location /redis/ {
+            oauth2_auth on;
+            oauth2_session_store redis redis://127.0.0.1:$REDIS_PORT;
+            oauth2_cookie_name redis_session;
+            oauth2_redirect_uri /redis/callback;
+            empty_gif;
+            location = /redis/callback { oauth2_callback; }
+        }
         location = /oauth2/callback { oauth2_callback; }
         location /authreq { auth_request /_auth; empty_gif; }
         location = /_auth {
@@ -129,6 +145,20 @@ RS=$(get_token urn:test:api)
 ES=$(get_token urn:test:api:es256)
 COOKIE=$(get_cookie)
 SHM_COOKIE=$(get_cookie /shm/ shm_session)
+REDIS_COOKIE=$(get_cookie /redis/ redis_session)
+# the same Redis session under 20000 other seals: no worker has one cached,
+# so every request of cookie_redis_miss reads the record from Redis
+(cd "$TOP" && cargo run -q --release -p oauth2-core --example reseal "$WORK/cookie.keys" "$OP_URL" nginx \
+    "${REDIS_COOKIE#redis_session=}" 20000) > "$WORK/reseal.txt"
+cat > "$WORK/redis_miss.lua" <<LEOF
+local cookies = {}
+for line in io.lines("$WORK/reseal.txt") do cookies[#cookies + 1] = "redis_session=" .. line end
+local i = 0
+request = function()
+    i = i + 1
+    return wrk.format("GET", "/redis/x", { ["Cookie"] = cookies[(i % #cookies) + 1] })
+end
+LEOF
 AP_COOKIE=$(get_apache_cookie)
 echo "minting $MISS_TOKENS distinct RS256 tokens..." >&2
 node "$TOP/bench/mint.mjs" "$WORK/op" "$OP_URL" "$MISS_TOKENS" RS256 > "$WORK/miss.txt"
@@ -158,6 +188,8 @@ expect 401 "$base/bearer"
 expect 200 -H "Authorization: Bearer $ES" "$base/bearer"
 expect 200 -H "Cookie: $COOKIE" "$base/app/x"
 expect 200 -H "Cookie: $SHM_COOKIE" "$base/shm/x"
+expect 200 -H "Cookie: $REDIS_COOKIE" "$base/redis/x"
+expect 200 -H "Cookie: redis_session=$(head -1 "$WORK/reseal.txt")" "$base/redis/x"
 expect 200 "$base/authreq"
 expect 200 -H "Authorization: Bearer $(head -1 "$WORK/miss.txt")" "$base/bearer"
 for w in 2 auto; do
@@ -180,6 +212,8 @@ declare -A LABEL=(
     [es256]="this module, ES256 bearer (cached)"
     [cookie]="this module, cookie session"
     [cookie_shm]="this module, session in shared memory (shm store)"
+    [cookie_redis]="this module, session in Redis (redis store, worker cache hit)"
+    [cookie_redis_miss]="this module, session in Redis, every request a worker cache miss"
     [miss]="this module, new RS256 token every request ($MISS_TOKENS tokens)"
     [authreq]="nginx auth_request to a 200 sidecar (floor of sidecars)"
     [ap_ceiling]="Apache, no auth"
@@ -206,6 +240,8 @@ run_one() {
         es256) wrk_run -H "Authorization: Bearer $ES" "$base/bearer" ;;
         cookie) wrk_run -H "Cookie: $COOKIE" "$base/app/x" ;;
         cookie_shm) wrk_run -H "Cookie: $SHM_COOKIE" "$base/shm/x" ;;
+        cookie_redis) wrk_run -H "Cookie: $REDIS_COOKIE" "$base/redis/x" ;;
+        cookie_redis_miss) wrk_run -s "$WORK/redis_miss.lua" "$base" ;;
         miss) wrk_run -s "$WORK/miss.lua" "$base" ;;
         authreq) wrk_run -H "Authorization: Bearer $RS" "$base/authreq" ;;
         ap_ceiling) wrk_run -H "Authorization: Bearer $RS" "$apbase/ceiling/pixel.gif" ;;
@@ -451,6 +487,15 @@ if want throughput; then
     if ran cookie_shm; then
         r=$(ratio "$(get cookie_shm)" "$C")
         echo "- ${LABEL[cookie_shm]}: $r of the plain ceiling (target 0.90: $(verdict "$r" 0.90)); its cookie is $(printf '%s' "$SHM_COOKIE" | wc -c) bytes"
+    fi
+    if ran cookie_redis; then
+        r=$(ratio "$(get cookie_redis)" "$C")
+        echo "- ${LABEL[cookie_redis]}: $r of the plain ceiling (target 0.85: $(verdict "$r" 0.85)); its cookie is $(printf '%s' "$REDIS_COOKIE" | wc -c) bytes"
+    fi
+    if ran cookie_redis_miss && ran cookie_redis; then
+        echo "- a Redis round trip on a per-worker cache miss (record read, request parked and woken, sealed"
+        echo "  record opened): $(cost_us "$(get cookie_redis_miss)" "$(get cookie_redis)") per request beyond a cache hit (1/r − 1/r_hit);"
+        echo "  the miss rate, $(printf '%.0f' "$(get cookie_redis_miss)") requests/s with $CONNECTIONS connections, is $(ratio "$(get cookie_redis_miss)" "$(get cookie_redis)") of the hit rate"
     fi
     if ran cookie && ran ceiling_cookie; then
         r=$(ratio "$(get cookie)" "$C")
