@@ -16,6 +16,9 @@ write_cookie_keys('ex/conf/cookie.keys', 'e');
 open my $s, '>', "$root/ex/etc/oauth2/client-secret" or die $!;
 print $s "example-secret\n";
 close $s;
+open my $rp, '>', "$root/ex/etc/oauth2/redis-password" or die $!;
+print $rp "example-redis-password\n";
+close $rp;
 
 my @files = sort glob('nginx-conf/*.conf nginx-conf/*/*.conf');
 ok(@files >= 3, 'the examples are there');
