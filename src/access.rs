@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use ngx::core::Status;
 use ngx::ffi::{ngx_http_request_t, ngx_int_t, ngx_time, NGX_LOG_INFO, NGX_LOG_WARN};
-use ngx::http::{HttpModuleLocationConf, HttpModuleServerConf, NgxHttpCoreModule, Request};
+use ngx::http::{
+    HttpModuleLocationConf, HttpModuleMainConf, HttpModuleServerConf, NgxHttpCoreModule, Request,
+};
 use ngx::{ngx_log_debug_http, ngx_log_error};
 use oauth2_core::authz::{self, Denied};
 use oauth2_core::cache;
@@ -36,6 +38,22 @@ fn realm<'a>(r: &'a Request, lc: &'a LocConf) -> &'a str {
         .unwrap_or("nginx")
 }
 
+/// The URL of the server's `oauth2_resource_metadata` location, if it has
+/// one (RFC 9728 §5.1: named in every 401 of the server).
+fn resource_metadata_url(r: &Request) -> Option<String> {
+    let main = Module::main_conf(r)?;
+    if main.resource_metadata.is_empty() {
+        return None;
+    }
+    let srv = NgxHttpCoreModule::server_conf(r)? as *const _ as usize;
+    let path = main
+        .resource_metadata
+        .iter()
+        .find(|(s, _)| *s == srv)
+        .map(|(_, p)| p.clone())?;
+    Some(r.absolute(&path))
+}
+
 fn apply(r: &mut Request, lc: &LocConf, action: Action) -> Status {
     ngx_log_debug_http!(r, "oauth2: action {:?}", action);
     let session = lc.runtime.as_ref().and_then(|rt| rt.session.as_ref());
@@ -50,7 +68,10 @@ fn apply(r: &mut Request, lc: &LocConf, action: Action) -> Status {
                 Status::NGX_DECLINED
             }
         }
-        Action::Unauthorized { challenge } => {
+        Action::Unauthorized { mut challenge } => {
+            if let Some(url) = resource_metadata_url(r) {
+                challenge.push_str(&oauth2_core::resource::challenge_param(&url));
+            }
             r.set_www_authenticate(&challenge);
             Status(401)
         }

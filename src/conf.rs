@@ -14,7 +14,7 @@ use ngx::ffi::{
     NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF,
     NGX_LOG_EMERG, NGX_OK,
 };
-use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, HttpModuleServerConf, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
 use oauth2_core::authz::ClaimRule;
 use oauth2_core::config::{self, OnFailure, TokenValidation, DEFAULT_ALGORITHMS};
@@ -87,6 +87,7 @@ pub enum Endpoint {
     Status,
     BackchannelLogout,
     FrontchannelLogout,
+    ResourceMetadata,
 }
 
 /// A secret that never prints itself.
@@ -237,6 +238,10 @@ pub struct MainConf {
     pub session_zones: Vec<ShmZone>,
     /// The Redis session stores (each worker's fetcher has a client of each).
     pub stores: Vec<StoreSpec>,
+    /// `oauth2_resource_metadata` locations: (the server's core server
+    /// configuration, as an address; the location's path). Every 401 of
+    /// that server names the document.
+    pub resource_metadata: Vec<(usize, String)>,
 }
 
 pub const DEFAULT_TOKEN_CACHE: usize = 8 * 1024 * 1024;
@@ -909,6 +914,22 @@ impl LocConf {
         if let Some(n) = self.token_cache {
             main.cache_bytes = Some(main.cache_bytes.map_or(n, |m| m.max(n)));
         }
+        if self.endpoint == Some(Endpoint::ResourceMetadata) {
+            // the server's providers, for their issuers; nothing else needed
+            let mut provs = Vec::new();
+            if self.issuer.is_some() {
+                provs.push(main.prov(self, "", false)?);
+            }
+            provs.extend(main.all_named()?);
+            self.runtime = Some(Arc::new(LocRuntime {
+                provs,
+                cache_id: 0,
+                session: None,
+                claim_rules: Vec::new(),
+                required_scopes: self.require_scopes.clone().unwrap_or_default(),
+            }));
+            return Ok(());
+        }
         if self.endpoint == Some(Endpoint::Status) {
             // a content handler of its own: no provider, no session
             main.has_status = true;
@@ -1300,6 +1321,7 @@ unsafe extern "C" fn set_endpoint(
             b"oauth2_sign_out" => Endpoint::SignOut,
             b"oauth2_backchannel_logout" => Endpoint::BackchannelLogout,
             b"oauth2_frontchannel_logout" => Endpoint::FrontchannelLogout,
+            b"oauth2_resource_metadata" => Endpoint::ResourceMetadata,
             _ => Endpoint::Status,
         };
         let handler: ngx::ffi::ngx_http_handler_pt = Some(crate::content_handler);
@@ -1317,6 +1339,26 @@ unsafe extern "C" fn set_endpoint(
         match NgxHttpCoreModule::location_conf_mut(unsafe { &*cf }) {
             Some(clcf) => {
                 clcf.handler = handler;
+                if ep == Endpoint::ResourceMetadata {
+                    // its URL goes into every 401 of the server: a path
+                    if !clcf.regex.is_null() || clcf.named() != 0 {
+                        ngx_conf_log_error!(
+                            NGX_LOG_EMERG,
+                            cf,
+                            "\"oauth2_resource_metadata\" needs a location with a path (location = /.well-known/oauth-protected-resource)"
+                        );
+                        return ngx::core::NGX_CONF_ERROR;
+                    }
+                    let path = clcf.name.to_str().unwrap_or("/").to_string();
+                    // SAFETY: cf is the configuration being read.
+                    let srv = NgxHttpCoreModule::server_conf(unsafe { &*cf })
+                        .map(|s| s as *const _ as usize);
+                    // SAFETY: as above.
+                    let main = unsafe { Module::main_conf_mut(&*cf) };
+                    if let (Some(srv), Some(main)) = (srv, main) {
+                        main.resource_metadata.push((srv, path));
+                    }
+                }
                 ngx::core::NGX_CONF_OK
             }
             None => ngx::core::NGX_CONF_ERROR,
@@ -1354,7 +1396,7 @@ macro_rules! endpoint {
     };
 }
 
-pub static mut COMMANDS: [ngx_command_t; 39] = [
+pub static mut COMMANDS: [ngx_command_t; 40] = [
     command!("oauth2_issuer", NGX_CONF_TAKE1, set_issuer),
     command!("oauth2_jwks_uri", NGX_CONF_TAKE1, set_jwks_uri),
     command!("oauth2_jwks_file", NGX_CONF_TAKE1, set_jwks_file),
@@ -1432,5 +1474,6 @@ pub static mut COMMANDS: [ngx_command_t; 39] = [
     endpoint!("oauth2_status"),
     endpoint!("oauth2_backchannel_logout"),
     endpoint!("oauth2_frontchannel_logout"),
+    endpoint!("oauth2_resource_metadata"),
     ngx_command_t::empty(),
 ];

@@ -165,6 +165,7 @@ pub(crate) unsafe extern "C" fn content_handler(r: *mut ngx::ffi::ngx_http_reque
             Some(conf::Endpoint::Status) => endpoints::status::handler(req),
             Some(conf::Endpoint::BackchannelLogout) => endpoints::logout::backchannel(r),
             Some(conf::Endpoint::FrontchannelLogout) => endpoints::logout::frontchannel(r),
+            Some(conf::Endpoint::ResourceMetadata) => endpoints::resource::handler(req),
             None => ngx::ffi::NGX_HTTP_NOT_FOUND as ngx_int_t,
         }
     })

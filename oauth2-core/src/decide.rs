@@ -161,7 +161,7 @@ pub fn insufficient_scope(realm: &str, scope: &str) -> String {
     )
 }
 
-fn quote(v: &str) -> String {
+pub fn quote(v: &str) -> String {
     v.chars()
         .filter(|c| !c.is_control())
         .flat_map(|c| match c {

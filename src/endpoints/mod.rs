@@ -4,5 +4,6 @@
 
 pub mod callback;
 pub mod logout;
+pub mod resource;
 pub mod sign_out;
 pub mod status;
