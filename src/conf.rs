@@ -14,7 +14,9 @@ use ngx::ffi::{
     NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF,
     NGX_LOG_EMERG, NGX_OK,
 };
-use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, HttpModuleServerConf, NgxHttpCoreModule};
+use ngx::http::{
+    HttpModuleLocationConf, HttpModuleMainConf, HttpModuleServerConf, NgxHttpCoreModule,
+};
 use ngx::{ngx_conf_log_error, ngx_string};
 use oauth2_core::authz::ClaimRule;
 use oauth2_core::config::{self, OnFailure, TokenValidation, DEFAULT_ALGORITHMS};

@@ -109,7 +109,8 @@ pub fn check_proof(proof: &str, req: &Request<'_>) -> Result<Proof, DpopError> {
         return Err(DpopError::TooLarge);
     }
     let mut parts = proof.split('.');
-    let (Some(h), Some(p), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(DpopError::Malformed);
     };
@@ -214,7 +215,12 @@ mod tests {
         h.typ = Some("dpop+jwt".into());
         h.jwk = Some(serde_json::from_value(Value::Object(ec_jwk())).unwrap());
         header(&mut h);
-        encode(&h, &claims, &EncodingKey::from_ec_pem(EC_PRIV.as_bytes()).unwrap()).unwrap()
+        encode(
+            &h,
+            &claims,
+            &EncodingKey::from_ec_pem(EC_PRIV.as_bytes()).unwrap(),
+        )
+        .unwrap()
     }
 
     fn good_claims() -> Value {
@@ -256,21 +262,38 @@ mod tests {
     fn the_hostile_catalogue() {
         use DpopError::*;
         let bad = |c: Value| check_proof(&proof_with(|_| {}, c), &req()).unwrap_err();
-        assert_eq!(bad(with(|m| drop(m.insert("htm".into(), json!("POST"))))), Method);
         assert_eq!(
-            bad(with(|m| drop(m.insert("htu".into(), json!("https://api.example.com/other"))))),
+            bad(with(|m| drop(m.insert("htm".into(), json!("POST"))))),
+            Method
+        );
+        assert_eq!(
+            bad(with(|m| drop(m.insert(
+                "htu".into(),
+                json!("https://api.example.com/other")
+            )))),
             Url
         );
         assert_eq!(
-            bad(with(|m| drop(m.insert("htu".into(), json!("http://api.example.com/data"))))),
+            bad(with(|m| drop(m.insert(
+                "htu".into(),
+                json!("http://api.example.com/data")
+            )))),
             Url
         );
-        assert_eq!(bad(with(|m| drop(m.insert("iat".into(), json!(NOW - 61))))), Time);
-        assert_eq!(bad(with(|m| drop(m.insert("iat".into(), json!(NOW + 61))))), Time);
+        assert_eq!(
+            bad(with(|m| drop(m.insert("iat".into(), json!(NOW - 61))))),
+            Time
+        );
+        assert_eq!(
+            bad(with(|m| drop(m.insert("iat".into(), json!(NOW + 61))))),
+            Time
+        );
         assert_eq!(bad(with(|m| drop(m.remove("iat")))), Time);
         assert_eq!(bad(with(|m| drop(m.remove("jti")))), NoJti);
         assert_eq!(
-            bad(with(|m| drop(m.insert("ath".into(), json!(ath("another")))))),
+            bad(with(|m| drop(
+                m.insert("ath".into(), json!(ath("another")))
+            ))),
             TokenHash
         );
         assert_eq!(bad(with(|m| drop(m.remove("ath")))), TokenHash);
@@ -280,9 +303,8 @@ mod tests {
         // a private member in the jwk
         let mut priv_jwk = ec_jwk();
         priv_jwk.insert("d".into(), json!("AAAA"));
-        let h = URL_SAFE_NO_PAD.encode(
-            json!({"typ":"dpop+jwt","alg":"ES256","jwk": priv_jwk}).to_string(),
-        );
+        let h = URL_SAFE_NO_PAD
+            .encode(json!({"typ":"dpop+jwt","alg":"ES256","jwk": priv_jwk}).to_string());
         let good = proof_with(|_| {}, good_claims());
         let rest: Vec<&str> = good.split('.').collect();
         assert_eq!(

@@ -5,7 +5,12 @@
 use serde_json::{json, Map, Value};
 
 /// The metadata document. `dpop_algs` empty: DPoP is not offered.
-pub fn metadata(resource: &str, servers: &[String], scopes: &[String], dpop_algs: &[&str]) -> String {
+pub fn metadata(
+    resource: &str,
+    servers: &[String],
+    scopes: &[String],
+    dpop_algs: &[&str],
+) -> String {
     let mut m = Map::new();
     m.insert("resource".into(), json!(resource));
     m.insert("authorization_servers".into(), json!(servers));
