@@ -28,7 +28,7 @@ MISS_TOKENS=${MISS_TOKENS:-10000}
 MEM_TOKENS=${MEM_TOKENS:-1000000}
 MEM_CACHE=${MEM_CACHE:-16m}
 WARMUP=${WARMUP:-2}
-ALL_SCENARIOS="ceiling ceiling_cookie rs256 es256 rs256_multi cookie cookie_shm cookie_redis cookie_redis_miss miss authreq ap_ceiling ap_oauth2 ap_openidc ap_cookie w2_ceiling w2_rs256 w2_miss wauto_ceiling wauto_rs256 wauto_miss"
+ALL_SCENARIOS="ceiling ceiling_cookie rs256 es256 rs256_multi cookie cookie_shm cookie_redis cookie_redis_miss dpop miss authreq ap_ceiling ap_oauth2 ap_openidc ap_cookie w2_ceiling w2_rs256 w2_miss wauto_ceiling wauto_rs256 wauto_miss"
 read -r -a SCENARIOS <<< "${SCENARIOS:-$ALL_SCENARIOS}"
 PARTS=${PARTS:-"throughput nonblocking memory"}
 want() { [[ " $PARTS " == *" $1 "* ]]; }
@@ -89,6 +89,15 @@ http {
         location /ceiling { empty_gif; }
         location /public { empty_gif; }
         location /bearer { oauth2_auth on; oauth2_on_failure 401; empty_gif; }
+        # DPoP-bound tokens, a fresh proof every request (made before the
+        # run: their iat may be an hour old)
+        location /dpop {
+            oauth2_auth on;
+            oauth2_on_failure 401;
+            oauth2_dpop required;
+            oauth2_clock_skew 1h;
+            empty_gif;
+        }
         location /multi { oauth2_auth two three one; oauth2_on_failure 401; empty_gif; }
         location /app/ { oauth2_auth on; empty_gif; }
         location /shm/ {
@@ -160,6 +169,28 @@ request = function()
 end
 LEOF
 AP_COOKIE=$(get_apache_cookie)
+# DPoP: a bound token and a file of one-use proofs per wrk run
+DPOP_PROOFS=${DPOP_PROOFS:-150000}
+DPOP_FILES=$((ROUNDS + 1 + ${PERF:-0}))
+if [[ " ${SCENARIOS[*]} " == *" dpop "* ]]; then
+    echo "making $DPOP_FILES × $DPOP_PROOFS DPoP proofs..." >&2
+    node "$TOP/bench/dpop.mjs" "$OP_URL" "http://127.0.0.1:$NGX_PORT/dpop" "$DPOP_FILES" "$DPOP_PROOFS" "$WORK/dpop"
+fi
+DPOP_RUN=0
+dpop_lua() { # the next run's script
+    DPOP_RUN=$((DPOP_RUN + 1))
+    cat > "$WORK/dpop.$DPOP_RUN.lua" <<LEOF
+local proofs = {}
+for line in io.lines("$WORK/dpop.$DPOP_RUN") do proofs[#proofs + 1] = line end
+local auth = "DPoP " .. io.open("$WORK/dpop.token"):read("*l")
+local i = 0
+request = function()
+    i = i + 1
+    return wrk.format("GET", "/dpop", { ["Authorization"] = auth, ["DPoP"] = proofs[i] })
+end
+LEOF
+    echo "$WORK/dpop.$DPOP_RUN.lua"
+}
 echo "minting $MISS_TOKENS distinct RS256 tokens..." >&2
 node "$TOP/bench/mint.mjs" "$WORK/op" "$OP_URL" "$MISS_TOKENS" RS256 > "$WORK/miss.txt"
 cat > "$WORK/miss.lua" <<LEOF
@@ -215,6 +246,7 @@ declare -A LABEL=(
     [cookie_redis]="this module, session in Redis (redis store, worker cache hit)"
     [cookie_redis_miss]="this module, session in Redis, every request a worker cache miss"
     [miss]="this module, new RS256 token every request ($MISS_TOKENS tokens)"
+    [dpop]="this module, DPoP-bound RS256 token (cached), a new ES256 proof every request"
     [authreq]="nginx auth_request to a 200 sidecar (floor of sidecars)"
     [ap_ceiling]="Apache, no auth"
     [ap_oauth2]="Apache mod_oauth2, RS256 bearer"
@@ -243,6 +275,7 @@ run_one() {
         cookie_redis) wrk_run -H "Cookie: $REDIS_COOKIE" "$base/redis/x" ;;
         cookie_redis_miss) wrk_run -s "$WORK/redis_miss.lua" "$base" ;;
         miss) wrk_run -s "$WORK/miss.lua" "$base" ;;
+        dpop) wrk_run -s "$(dpop_lua)" "$base" ;;
         authreq) wrk_run -H "Authorization: Bearer $RS" "$base/authreq" ;;
         ap_ceiling) wrk_run -H "Authorization: Bearer $RS" "$apbase/ceiling/pixel.gif" ;;
         ap_oauth2) wrk_run -H "Authorization: Bearer $RS" "$apbase/mod_oauth2/pixel.gif" ;;
@@ -309,6 +342,10 @@ C=$(get ceiling)
 V=0
 if want throughput && [[ " ${SCENARIOS[*]} " == *" miss "* ]]; then
     V=$(openssl speed -seconds 3 rsa2048 2>/dev/null | awk '/^rsa 2048/ {print $NF}')
+fi
+VE=0
+if want throughput && [[ " ${SCENARIOS[*]} " == *" dpop "* ]]; then
+    VE=$(openssl speed -seconds 3 ecdsap256 2>/dev/null | awk '/256 bits ecdsa/ {print $NF}')
 fi
 LIMIT=$(awk -v c="$C" -v v="$V" 'BEGIN { if (c > 0 && v > 0) printf "%.0f", 1 / (1 / c + 1 / v); else print 0 }')
 # the module's own whole validation (parse, signature, claims) of a new
@@ -514,6 +551,12 @@ if want throughput; then
             echo "  with it 1/(1/C + 1/that) = $LW requests/s, which the scenario reaches $(ratio "$(get miss)" "$LW") of;"
             echo "  the bare signature check alone runs at $VBARE/s: the whole validation is $(ratio "$VW" "$VBARE") of it, target ≥ 0.90)"
         fi
+    fi
+    if ran dpop && [ "$VE" != 0 ]; then
+        LE=$(awk -v c="$C" -v v="$VE" 'BEGIN { printf "%.0f", 1 / (1 / c + 1 / v) }')
+        r=$(ratio "$(get dpop)" "$LE")
+        echo "- ECDSA P-256 verifies/s (\`openssl speed ecdsap256\`): V = $VE; the DPoP scenario's limit"
+        echo "  1/(1/C + 1/V) = $LE requests/s; it reaches $r of it (target 0.80: $(verdict "$r" 0.80))"
     fi
     for w in w2 wauto; do
         ran ${w}_ceiling && ran ${w}_rs256 || continue

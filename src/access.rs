@@ -13,11 +13,13 @@ use ngx::http::{
 use ngx::{ngx_log_debug_http, ngx_log_error};
 use oauth2_core::authz::{self, Denied};
 use oauth2_core::cache;
-use oauth2_core::config::TokenValidation;
+use oauth2_core::config::{DpopMode, TokenValidation};
+use oauth2_core::dpop::{self, DpopError};
 use oauth2_core::decide::{self, Action, Candidate, RequestFacts, UnknownKid};
 use oauth2_core::flights::IntrospectStep;
 use oauth2_core::introspection::{self, IntrospectionError};
 use oauth2_core::jwt::{self, Claims};
+use oauth2_core::logout;
 use oauth2_core::metrics;
 use oauth2_core::waits::{Check, WaitFor};
 use oauth2_core::Rejection;
@@ -69,6 +71,20 @@ fn apply(r: &mut Request, lc: &LocConf, action: Action) -> Status {
             }
         }
         Action::Unauthorized { mut challenge } => {
+            // a location that takes DPoP says so in every challenge
+            if let Some(rt) = lc.runtime.as_deref() {
+                if let Some(rest) = challenge.strip_prefix("Bearer ") {
+                    match rt.dpop {
+                        DpopMode::Required => {
+                            challenge = format!("DPoP algs=\"{}\", {rest}", rt.dpop_algs)
+                        }
+                        DpopMode::Optional => {
+                            challenge.push_str(&format!(", DPoP algs=\"{}\"", rt.dpop_algs))
+                        }
+                        DpopMode::Off => {}
+                    }
+                }
+            }
             if let Some(url) = resource_metadata_url(r) {
                 challenge.push_str(&oauth2_core::resource::challenge_param(&url));
             }
@@ -161,7 +177,16 @@ fn decide(r: &mut Request, lc: &LocConf, rt: &LocRuntime) -> Status {
         r.restore_cookie_headers();
     }
     let now = ngx_time() as u64;
-    let candidate = decide::bearer_candidate(r.authorization());
+    let mut candidate = decide::bearer_candidate(r.authorization());
+    // `Authorization: DPoP <token>` where a provider takes DPoP
+    let mut dpop_scheme = false;
+    if candidate == Candidate::None && rt.dpop != DpopMode::Off {
+        let c = decide::dpop_candidate(r.authorization());
+        if c != Candidate::None {
+            candidate = c;
+            dpop_scheme = true;
+        }
+    }
     // where the request is, and (the common case) a token validated before:
     // no scan, no parse, no copy, no hash of the whole token
     let (check, hit) = with_worker(|w| {
@@ -201,9 +226,12 @@ fn decide(r: &mut Request, lc: &LocConf, rt: &LocRuntime) -> Status {
             if let Some(claims) = hit {
                 ngx_log_debug_http!(r, "oauth2: bearer token accepted (cached)");
                 let i = cached_prov(rt, &claims);
+                if let Err(st) = sender(r, lc, rt, i, dpop_scheme, token, &claims, now) {
+                    return st;
+                }
                 return authorized(r, lc, rt, i, "bearer", Token::Header(token), claims);
             }
-            bearer(r, lc, rt, token, now)
+            bearer(r, lc, rt, token, dpop_scheme, now)
         }
         Candidate::Malformed => reject(r, lc, Rejection::Malformed, 1),
         Candidate::None => {
@@ -267,6 +295,123 @@ fn reject(r: &mut Request, lc: &LocConf, why: Rejection, retry_after: u64) -> St
 
 /// An authenticated request: check the location's rules, then allow it
 /// (NGX_OK) with its identity, or deny it (403).
+/// RFC 9449 and RFC 8705: a token bound to a key (`cnf.jkt`) is accepted
+/// only with the `DPoP` scheme and a proof signed by that key, one bound to
+/// a certificate (`cnf.x5t#S256`) only on a TLS connection presenting it;
+/// where DPoP is required, nothing else.
+#[allow(clippy::too_many_arguments)]
+fn sender(
+    r: &mut Request,
+    lc: &LocConf,
+    rt: &LocRuntime,
+    i: usize,
+    dpop_scheme: bool,
+    raw_token: &[u8],
+    claims: &Claims,
+    now: u64,
+) -> Result<(), Status> {
+    let prov = &rt.provs[i];
+    let b = &claims.binding;
+    if b.is_none() && !dpop_scheme && prov.dpop != DpopMode::Required {
+        // the common case: a plain bearer token
+        return Ok(());
+    }
+    if let Some(x5t) = &b.x5t {
+        let presented = r.client_certificate().and_then(|p| dpop::cert_thumbprint(&p));
+        if presented.as_deref() != Some(&**x5t) {
+            return Err(unbound(r, lc, rt, dpop_scheme, "the token is bound to a client certificate this connection does not present"));
+        }
+    }
+    if !dpop_scheme {
+        if b.jkt.is_some() {
+            return Err(unbound(r, lc, rt, false, "a DPoP-bound token is sent with the DPoP scheme"));
+        }
+        if prov.dpop == DpopMode::Required {
+            return Err(unbound(r, lc, rt, true, "DPoP is required"));
+        }
+        return Ok(());
+    }
+    if prov.dpop == DpopMode::Off {
+        return Err(unbound(r, lc, rt, false, "this provider's tokens are not DPoP tokens"));
+    }
+    let Some(jkt) = &b.jkt else {
+        return Err(unbound(r, lc, rt, true, "the token is not bound to a DPoP key"));
+    };
+    let token = std::str::from_utf8(raw_token).unwrap_or("");
+    let proofs = r.header_values("DPoP");
+    let url = r.absolute(r.unparsed_uri().to_str().unwrap_or("/"));
+    let method = r.method();
+    let window = prov.policy.skew_secs.max(5);
+    let checked = match proofs.as_slice() {
+        [one] => dpop::check_proof(
+            one,
+            &dpop::Request {
+                method: method.as_str(),
+                url: &url,
+                access_token: token,
+                algorithms: &prov.policy.algorithms,
+                window,
+                now,
+            },
+        ),
+        _ => Err(DpopError::Count),
+    };
+    let checked = checked.and_then(|p| {
+        if *p.jkt != **jkt {
+            return Err(DpopError::KeyBinding);
+        }
+        // its jti once, across the workers, for as long as its iat passes
+        let fresh = Module::main_conf(r)
+            .and_then(|m| m.dpop_zone.as_ref())
+            .and_then(|z| z.tables())
+            .is_some_and(|t| {
+                t.marks
+                    .insert_new(&logout::once_key("dpop", jkt, &p.jti), now + 2 * window, now)
+            });
+        if fresh {
+            Ok(p)
+        } else {
+            Err(DpopError::Replayed)
+        }
+    });
+    match checked {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            if let Some(ctx) = r.ctx_mut() {
+                ctx.error = Some(Rejection::DpopProof);
+                ctx.method = "";
+                ctx.claims = None;
+                ctx.token = None;
+            }
+            ngx_log_error!(NGX_LOG_INFO, r.log(), "oauth2: DPoP proof rejected: {}", e);
+            let challenge = dpop::challenge(&rt.dpop_algs, "invalid_dpop_proof", &e.to_string());
+            Err(apply(r, lc, Action::Unauthorized { challenge }))
+        }
+    }
+}
+
+/// A sender-constrained token presented without what it is bound to: 401
+/// `invalid_token` (in the DPoP scheme where DPoP was used or is required).
+fn unbound(r: &mut Request, lc: &LocConf, rt: &LocRuntime, dpop: bool, why: &str) -> Status {
+    if let Some(ctx) = r.ctx_mut() {
+        ctx.error = Some(Rejection::Binding);
+        ctx.method = "";
+        ctx.claims = None;
+        ctx.token = None;
+    }
+    ngx_log_error!(NGX_LOG_INFO, r.log(), "oauth2: bearer token rejected: {}", why);
+    let challenge = if dpop {
+        dpop::challenge(&rt.dpop_algs, "invalid_token", why)
+    } else {
+        format!(
+            "Bearer realm=\"{}\", error=\"invalid_token\", error_description=\"{}\"",
+            decide::quote(realm(r, lc)),
+            decide::quote(why)
+        )
+    };
+    apply(r, lc, Action::Unauthorized { challenge })
+}
+
 /// Which of the location's providers accepted a cached token: the one
 /// whose issuer its `iss` names (one provider: that one).
 fn cached_prov(rt: &LocRuntime, claims: &Claims) -> usize {
@@ -386,6 +531,7 @@ fn bearer(
     lc: &LocConf,
     rt: &LocRuntime,
     raw_token: &'static [u8],
+    dpop_scheme: bool,
     now: u64,
 ) -> Status {
     let Some(token) = decide::token68(raw_token) else {
@@ -455,6 +601,9 @@ fn bearer(
         Outcome::Error => Status(500),
         Outcome::Valid(claims) => {
             ngx_log_debug_http!(r, "oauth2: bearer token accepted");
+            if let Err(st) = sender(r, lc, rt, pi, dpop_scheme, raw_token, &claims, now) {
+                return st;
+            }
             authorized(r, lc, rt, pi, "bearer", Token::Header(raw_token), claims)
         }
         Outcome::Invalid(why, retry) => reject(r, lc, why, retry),

@@ -19,7 +19,7 @@ use ngx::http::{
 };
 use ngx::{ngx_conf_log_error, ngx_string};
 use oauth2_core::authz::ClaimRule;
-use oauth2_core::config::{self, OnFailure, TokenValidation, DEFAULT_ALGORITHMS};
+use oauth2_core::config::{self, DpopMode, OnFailure, TokenValidation, DEFAULT_ALGORITHMS};
 use oauth2_core::jwt::Policy;
 use oauth2_core::keys::{KeySet, KeySource};
 use oauth2_core::provider::ProviderSpec;
@@ -69,6 +69,7 @@ pub struct LocConf {
     pub post_logout_redirect_uri: Option<UriValue>,
     pub userinfo: Option<bool>,
     pub session_store: Option<Store>,
+    pub dpop: Option<DpopMode>,
 
     pub require_claims: Option<Vec<ClaimRule>>,
     pub require_scopes: Option<Vec<String>>,
@@ -146,6 +147,8 @@ pub struct Prov {
     pub binding: Vec<u8>,
     /// Identifies `binding` among the configuration's (session cache).
     pub binding_id: u32,
+    /// `oauth2_dpop`.
+    pub dpop: DpopMode,
     ident: String,
 }
 
@@ -202,6 +205,10 @@ pub struct LocRuntime {
     pub session: Option<SessionConf>,
     pub claim_rules: Vec<ClaimRule>,
     pub required_scopes: Vec<String>,
+    /// The strongest `oauth2_dpop` of the providers, and the algorithms a
+    /// proof may use (`algs` of the challenge).
+    pub dpop: DpopMode,
+    pub dpop_algs: String,
 }
 
 impl LocRuntime {
@@ -238,6 +245,9 @@ pub struct MainConf {
     pub status_zone: Option<std::ptr::NonNull<ngx::ffi::ngx_shm_zone_t>>,
     /// The `shm` session zones (for the status's session count).
     pub session_zones: Vec<ShmZone>,
+    /// The DPoP proofs' `jti`s (a zone the module makes when a provider
+    /// has `oauth2_dpop`).
+    pub dpop_zone: Option<ShmZone>,
     /// The Redis session stores (each worker's fetcher has a client of each).
     pub stores: Vec<StoreSpec>,
     /// `oauth2_resource_metadata` locations: (the server's core server
@@ -403,8 +413,9 @@ impl MainConf {
         )
         .into_bytes();
         let binding_id = self.binding_id(&binding);
+        let dpop = src.dpop.unwrap_or_default();
         let ident = format!(
-            "{name}|{policy_id}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            "{name}|{policy_id}|{dpop:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
             client
                 .as_ref()
                 .map(|c| (&c.client_id, &c.redirect_uri.text, &c.scope, c.userinfo)),
@@ -431,6 +442,7 @@ impl MainConf {
             client,
             binding,
             binding_id,
+            dpop,
             ident,
         });
         self.provs.push(p.clone());
@@ -668,6 +680,10 @@ fn redis_store(url: &str, params: &[&str], cx: &ConfCtx) -> Result<RedisStore, C
         prefix,
         index: usize::MAX,
     })
+}
+
+fn set_dpop(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
+    once(&mut c.dpop, DpopMode::parse(a[0])?)
 }
 
 fn set_require_claim(c: &mut LocConf, a: &[&str], _: &ConfCtx) -> Result<(), ConfError> {
@@ -909,6 +925,7 @@ impl LocConf {
             post_logout_redirect_uri,
             userinfo,
             session_store,
+            dpop,
             require_claims,
             require_scopes,
             token_cache
@@ -929,6 +946,8 @@ impl LocConf {
                 session: None,
                 claim_rules: Vec::new(),
                 required_scopes: self.require_scopes.clone().unwrap_or_default(),
+                dpop: DpopMode::Off,
+                dpop_algs: String::new(),
             }));
             return Ok(());
         }
@@ -1053,12 +1072,28 @@ impl LocConf {
                 endpoint_name(self.endpoint)
             ));
         }
+        let dpop = provs.iter().map(|p| p.dpop).max().unwrap_or_default();
+        let mut algs: Vec<Algorithm> = Vec::new();
+        for p in provs.iter().filter(|p| p.dpop != DpopMode::Off) {
+            for a in &p.policy.algorithms {
+                if !algs.contains(a) {
+                    algs.push(*a);
+                }
+            }
+        }
+        if dpop != DpopMode::Off && oauth2_core::dpop::algs(&algs).is_empty() {
+            return Err(invalid!(
+                "\"oauth2_dpop\" needs an asymmetric algorithm in \"oauth2_algorithms\""
+            ));
+        }
         self.runtime = Some(Arc::new(LocRuntime {
             provs,
             cache_id,
             session,
             claim_rules: self.require_claims.clone().unwrap_or_default(),
             required_scopes: self.require_scopes.clone().unwrap_or_default(),
+            dpop,
+            dpop_algs: oauth2_core::dpop::algs(&algs),
         }));
         Ok(())
     }
@@ -1209,6 +1244,7 @@ const PROVIDER_DIRECTIVES: &[&str] = &[
     "jwks_refresh",
     "provider_timeout",
     "ssl_trusted_certificate",
+    "dpop",
 ];
 
 /// `oauth2_provider NAME { ... }` (http level): the block's directives go
@@ -1398,7 +1434,7 @@ macro_rules! endpoint {
     };
 }
 
-pub static mut COMMANDS: [ngx_command_t; 40] = [
+pub static mut COMMANDS: [ngx_command_t; 41] = [
     command!("oauth2_issuer", NGX_CONF_TAKE1, set_issuer),
     command!("oauth2_jwks_uri", NGX_CONF_TAKE1, set_jwks_uri),
     command!("oauth2_jwks_file", NGX_CONF_TAKE1, set_jwks_file),
@@ -1463,6 +1499,7 @@ pub static mut COMMANDS: [ngx_command_t; 40] = [
     command!("oauth2_require_scope", NGX_CONF_1MORE, set_require_scope),
     command!("oauth2_token_cache", NGX_CONF_TAKE1, set_token_cache),
     command!("oauth2_session_store", NGX_CONF_1MORE, set_session_store),
+    command!("oauth2_dpop", NGX_CONF_TAKE1, set_dpop),
     ngx_command_t {
         name: ngx_string!("oauth2_provider"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_BLOCK | NGX_CONF_TAKE1) as ngx_uint_t,

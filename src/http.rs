@@ -92,6 +92,11 @@ pub trait RequestExt {
     fn authorization(&self) -> Option<&'static [u8]>;
     /// The first request header of that name (case-insensitive).
     fn header_in(&self, name: &str) -> Option<&str>;
+    /// Every request header of that name (a `DPoP` proof must come once).
+    fn header_values(&self, name: &str) -> Vec<&str>;
+    /// The PEM of the TLS client certificate, when the connection has one
+    /// (`ssl_verify_client on | optional | optional_no_ca`).
+    fn client_certificate(&self) -> Option<String>;
     /// The values of the `Cookie` headers, as sent.
     fn cookie_headers(&self) -> impl Iterator<Item = &[u8]>;
     /// Every cookie of the request, in order.
@@ -260,6 +265,33 @@ impl RequestExt for Request {
         self.headers_in_iterator()
             .find(|(k, _)| k.as_bytes().eq_ignore_ascii_case(name.as_bytes()))
             .and_then(|(_, v)| v.to_str().ok())
+    }
+
+    fn header_values(&self, name: &str) -> Vec<&str> {
+        self.headers_in_iterator()
+            .filter(|(k, _)| k.as_bytes().eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v.to_str().unwrap_or(""))
+            .collect()
+    }
+
+    fn client_certificate(&self) -> Option<String> {
+        let raw = self.raw();
+        let mut s = ngx_str_t {
+            len: 0,
+            data: ptr::null_mut(),
+        };
+        // SAFETY: a live request; nginx reads the connection's peer
+        // certificate (if any) into a string of the request pool.
+        unsafe {
+            let c = (*raw).connection;
+            if (*c).ssl.is_null() {
+                return None;
+            }
+            if ngx_ssl_get_raw_certificate(c, (*raw).pool, &mut s) != 0 || s.len == 0 {
+                return None;
+            }
+        }
+        s.to_str().ok().map(str::to_string)
     }
 
     fn cookie_headers(&self) -> impl Iterator<Item = &[u8]> {

@@ -15,6 +15,8 @@ use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpC
 use ngx::ngx_log_error;
 
 // the glue, top to bottom: each file imports only those below it
+use oauth2_core::config::DpopMode;
+
 mod access; // the access handler
 mod conf; // directives and merge
 mod endpoints; // content handlers: callback, sign_out
@@ -98,6 +100,15 @@ impl HttpModule for Module {
                         return Status::NGX_ERROR.0;
                     }
                 }
+                if main.provs.iter().any(|p| p.dpop != DpopMode::Off) {
+                    // the DPoP proofs' jtis, shared by the workers
+                    let tag = std::ptr::addr_of_mut!(ngx_http_oauth2_module).cast();
+                    // SAFETY: cf as above; the tag is this module's static.
+                    match unsafe { store::ShmZone::add_marks(cf, "oauth2_dpop", DPOP_ZONE, tag) } {
+                        Ok(z) => main.dpop_zone = Some(z),
+                        Err(_) => return Status::NGX_ERROR.0,
+                    }
+                }
             }
             Status::NGX_OK.0
         })
@@ -170,6 +181,10 @@ pub(crate) unsafe extern "C" fn content_handler(r: *mut ngx::ffi::ngx_http_reque
         }
     })
 }
+
+/// The DPoP replay zone: about 460,000 proofs (72 bytes each), each kept for
+/// twice its `iat` window; a full zone drops the least recently seen eighth.
+const DPOP_ZONE: usize = 32 * 1024 * 1024;
 
 static NGX_HTTP_OAUTH2_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     preconfiguration: Some(Module::preconfiguration),

@@ -21,6 +21,8 @@ use crate::kv::StoreSpec;
 pub const SESSION_SLOT: usize = 8192;
 /// Slot of the table of single-use marks.
 const MARK_SLOT: usize = 128;
+/// Slot of a marks-only zone (DPoP proofs: a key and an expiry, no data).
+const BARE_MARK_SLOT: usize = 72;
 /// Smallest `zone=NAME:SIZE`.
 pub const MIN_ZONE: usize = 128 * 1024;
 const MAGIC: u64 = 0x6f61_7574_6832_7a31; // "oauth2z1"
@@ -124,6 +126,32 @@ impl ShmZone {
         size: usize,
         tag: *mut c_void,
     ) -> Result<ShmZone, String> {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { Self::add_zone(cf, name, size, tag, false) }
+    }
+
+    /// A zone of single-use marks only (the DPoP proofs' `jti`s): its
+    /// `marks` table has (nearly) all of it.
+    ///
+    /// # Safety
+    /// As `add`.
+    pub unsafe fn add_marks(
+        cf: *mut ngx_conf_t,
+        name: &str,
+        size: usize,
+        tag: *mut c_void,
+    ) -> Result<ShmZone, String> {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { Self::add_zone(cf, name, size, tag, true) }
+    }
+
+    unsafe fn add_zone(
+        cf: *mut ngx_conf_t,
+        name: &str,
+        size: usize,
+        tag: *mut c_void,
+        marks_only: bool,
+    ) -> Result<ShmZone, String> {
         if size < MIN_ZONE {
             return Err(format!(
                 "zone \"{name}\" is too small: {size} bytes, at least {MIN_ZONE}"
@@ -139,7 +167,7 @@ impl ShmZone {
             let mut n = n;
             let z = ngx_shared_memory_add(cf, &mut n, size, tag);
             let z = NonNull::new(z).ok_or_else(|| format!("cannot add zone \"{name}\""))?;
-            (*z.as_ptr()).init = Some(init_zone);
+            (*z.as_ptr()).init = Some(if marks_only { init_marks_zone } else { init_zone });
             Ok(ShmZone {
                 zone: z,
                 name: name.to_string(),
@@ -170,6 +198,23 @@ impl ShmZone {
 }
 
 unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
+    // SAFETY: nginx's call, passed on.
+    unsafe { init(zone, data, false) }
+}
+
+unsafe extern "C" fn init_marks_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
+    // SAFETY: nginx's call, passed on.
+    unsafe { init(zone, data, true) }
+}
+
+/// # Safety
+/// nginx's zone init call: our zone, mapped, in the master.
+unsafe fn init(zone: *mut ngx_shm_zone_t, data: *mut c_void, marks_only: bool) -> ngx_int_t {
+    let (mark_slot, session_slot) = if marks_only {
+        (BARE_MARK_SLOT, SESSION_SLOT)
+    } else {
+        (MARK_SLOT, SESSION_SLOT)
+    };
     crate::guard(NGX_ERROR as ngx_int_t, || {
         // SAFETY: nginx calls this in the master with our zone, mapped, its
         // slab pool initialised, no worker running on it yet; `data` is the
@@ -187,7 +232,12 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
                     return NGX_ERROR as ngx_int_t;
                 }
                 let body = bytes - std::mem::size_of::<ZoneData>();
-                let marks = (body / 16) / 8 * 8;
+                let marks = if marks_only {
+                    // the sessions table: its least (one slot, unused)
+                    (body - 64 - session_slot) / 8 * 8
+                } else {
+                    (body / 16) / 8 * 8
+                };
                 std::ptr::write(
                     d,
                     ZoneData {
@@ -202,12 +252,12 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
             let sessions_at = marks_at.add((*d).marks_len as usize);
             let me = ngx_pid as u32;
             // kept as they are on a reload (same geometry), emptied if new
-            let ok = ShmTable::init(marks_at, (*d).marks_len as usize, MARK_SLOT, me, alive)
+            let ok = ShmTable::init(marks_at, (*d).marks_len as usize, mark_slot, me, alive)
                 .is_some()
                 && ShmTable::init(
                     sessions_at,
                     (*d).sessions_len as usize,
-                    SESSION_SLOT,
+                    session_slot,
                     me,
                     alive,
                 )

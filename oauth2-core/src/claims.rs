@@ -17,15 +17,53 @@ use serde_json::{Map, Value};
 pub struct Claims {
     json: Box<[u8]>,
     map: OnceLock<Map<String, Value>>,
+    /// What the credential is bound to (`cnf`, RFC 7800): read once, when
+    /// it was validated, so the cached path needs no map for it.
+    pub binding: Binding,
+}
+
+/// A token's confirmation (`cnf`): the key a DPoP proof must be signed
+/// with (RFC 9449 `jkt`), the client certificate of the TLS connection
+/// (RFC 8705 `x5t#S256`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Binding {
+    pub jkt: Option<Box<str>>,
+    pub x5t: Option<Box<str>>,
+}
+
+impl Binding {
+    pub fn is_none(&self) -> bool {
+        self.jkt.is_none() && self.x5t.is_none()
+    }
+
+    /// From a claims map's `cnf` (introspection answers, RFC 7662 §2.2).
+    pub fn of_map(m: &Map<String, Value>) -> Binding {
+        let cnf = m.get("cnf").and_then(Value::as_object);
+        let get = |k: &str| {
+            cnf.and_then(|c| c.get(k))
+                .and_then(Value::as_str)
+                .map(Box::from)
+        };
+        Binding {
+            jkt: get("jkt"),
+            x5t: get("x5t#S256"),
+        }
+    }
 }
 
 impl Claims {
     /// From a JSON object's text whose strictness was already checked
     /// (`json::strict`).
     pub fn from_json(json: Vec<u8>) -> Claims {
+        Claims::bound(json, Binding::default())
+    }
+
+    /// `from_json`, with the binding read from it.
+    pub fn bound(json: Vec<u8>, binding: Binding) -> Claims {
         Claims {
             json: json.into_boxed_slice(),
             map: OnceLock::new(),
+            binding,
         }
     }
 
@@ -42,6 +80,7 @@ impl From<Map<String, Value>> for Claims {
     fn from(m: Map<String, Value>) -> Claims {
         Claims {
             json: Box::default(),
+            binding: Binding::of_map(&m),
             map: OnceLock::from(m),
         }
     }

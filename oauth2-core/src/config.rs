@@ -120,6 +120,28 @@ pub fn discovery_url(issuer: &str) -> String {
     )
 }
 
+/// `oauth2_dpop off | optional | required` (RFC 9449).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum DpopMode {
+    #[default]
+    Off,
+    Optional,
+    Required,
+}
+
+impl DpopMode {
+    pub fn parse(s: &str) -> Result<DpopMode, String> {
+        match s {
+            "off" => Ok(DpopMode::Off),
+            "optional" => Ok(DpopMode::Optional),
+            "required" => Ok(DpopMode::Required),
+            _ => Err(format!(
+                "invalid value \"{s}\", it must be \"off\", \"optional\" or \"required\""
+            )),
+        }
+    }
+}
+
 pub fn parse_on_off(s: &str) -> Result<bool, String> {
     match s {
         "on" => Ok(true),

@@ -27,14 +27,25 @@ pub enum Candidate<'a> {
 
 /// RFC 6750 §2.1: `Bearer` (any case), one or more spaces, then the token.
 pub fn bearer_candidate(authorization: Option<&[u8]>) -> Candidate<'_> {
+    scheme_candidate(authorization, b"bearer")
+}
+
+/// The token of `Authorization: DPoP <token>` (RFC 9449 §7.1), like
+/// `bearer_candidate`.
+pub fn dpop_candidate(authorization: Option<&[u8]>) -> Candidate<'_> {
+    scheme_candidate(authorization, b"dpop")
+}
+
+fn scheme_candidate<'a>(authorization: Option<&'a [u8]>, scheme: &[u8]) -> Candidate<'a> {
     let Some(h) = authorization else {
         return Candidate::None;
     };
     let h = trim_ows(h);
-    if h.len() < 6 || !h[..6].eq_ignore_ascii_case(b"bearer") {
+    let n = scheme.len();
+    if h.len() < n || !h[..n].eq_ignore_ascii_case(scheme) {
         return Candidate::None;
     }
-    let rest = &h[6..];
+    let rest = &h[n..];
     if rest.is_empty() {
         return Candidate::Malformed;
     }

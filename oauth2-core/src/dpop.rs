@@ -86,6 +86,43 @@ fn b64_json(part: &str) -> Result<Map<String, Value>, DpopError> {
     }
 }
 
+/// The asymmetric algorithms of a list, as `algs` names them.
+pub fn algs(algorithms: &[Algorithm]) -> String {
+    algorithms
+        .iter()
+        .filter(|a| !is_hmac(**a))
+        .map(|a| crate::keys::alg_name(*a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `WWW-Authenticate` of a refused DPoP request (RFC 9449 §7.1).
+pub fn challenge(algs: &str, error: &str, description: &str) -> String {
+    format!(
+        "DPoP algs=\"{}\", error=\"{}\", error_description=\"{}\"",
+        algs,
+        error,
+        crate::decide::quote(description)
+    )
+}
+
+/// RFC 8705 §3.1: the `x5t#S256` of a PEM certificate (base64url SHA-256
+/// of its DER).
+pub fn cert_thumbprint(pem: &str) -> Option<String> {
+    let body: String = pem
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE-----"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END CERTIFICATE-----"))
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .ok()
+        .filter(|d| !d.is_empty())?;
+    Some(URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, &der)))
+}
+
 /// The access token's hash as `ath` carries it.
 pub fn ath(token: &str) -> String {
     URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, token.as_bytes()))
@@ -242,6 +279,22 @@ mod tests {
         let mut c = good_claims();
         f(c.as_object_mut().unwrap());
         c
+    }
+
+    #[test]
+    fn certificate_thumbprints() {
+        let der = b"not really DER but bytes";
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let pem = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n{}\n-----END CERTIFICATE-----\n",
+            &b64[..10],
+            &b64[10..]
+        );
+        assert_eq!(
+            cert_thumbprint(&pem).unwrap(),
+            URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, der))
+        );
+        assert_eq!(cert_thumbprint("garbage"), None);
     }
 
     #[test]

@@ -37,6 +37,12 @@ pub enum Rejection {
     IdToken,
     /// The provider could not be reached and nothing cached can decide.
     ProviderUnavailable,
+    /// The DPoP proof is missing or does not pass RFC 9449 §4.3.
+    DpopProof,
+    /// A sender-constrained token without what it is bound to: a DPoP-bound
+    /// token as `Bearer`, an unbound one as `DPoP`, another client
+    /// certificate (RFC 8705), or `Bearer` where DPoP is required.
+    Binding,
 }
 
 impl Rejection {
@@ -61,6 +67,8 @@ impl Rejection {
             Rejection::UnsupportedToken => "unsupported_token",
             Rejection::IdToken => "id_token",
             Rejection::ProviderUnavailable => "provider_unavailable",
+            Rejection::DpopProof => "invalid_dpop_proof",
+            Rejection::Binding => "token_binding",
         }
     }
 
@@ -85,6 +93,8 @@ impl Rejection {
             Rejection::UnsupportedToken => "the token format is not supported",
             Rejection::IdToken => "an ID token is not an access token",
             Rejection::ProviderUnavailable => "the identity provider is unavailable",
+            Rejection::DpopProof => "the DPoP proof is invalid",
+            Rejection::Binding => "the token is not presented as it is bound",
         }
     }
 
@@ -128,6 +138,8 @@ mod tests {
             Rejection::UnsupportedToken,
             Rejection::IdToken,
             Rejection::ProviderUnavailable,
+            Rejection::DpopProof,
+            Rejection::Binding,
         ];
         let mut seen = std::collections::HashSet::new();
         for r in all {

@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 
 use serde::de::{DeserializeSeed, MapAccess, Visitor};
 
-pub use crate::claims::Claims;
+pub use crate::claims::{Binding, Claims};
 use crate::config::parse_algorithm;
 use crate::error::Rejection;
 use crate::json::{Any, AnyOf, Name, Names, Scalar};
@@ -276,6 +276,66 @@ struct Registered {
     iss_ok: bool,
     aud_ok: bool,
     nonce: bool,
+    /// `cnf`: `None` when absent, `Some(Err)` when not an object.
+    cnf: Option<Result<Binding, ()>>,
+}
+
+/// `cnf` (RFC 7800): its `jkt` and `x5t#S256` members; every other member
+/// walked strictly.
+struct CnfSeed;
+
+impl<'de> DeserializeSeed<'de> for CnfSeed {
+    type Value = Result<Binding, ()>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for CnfSeed {
+    type Value = Result<Binding, ()>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a confirmation object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        let mut b = Binding::default();
+        let mut names = Names::default();
+        while let Some(Name(k)) = a.next_key::<Name<'de>>()? {
+            names.add(k.clone())?;
+            let v = a.next_value_seed(Any)?;
+            let text = match v {
+                Scalar::Str(s) => Some(Box::from(&*s)),
+                _ => None,
+            };
+            match &*k {
+                "jkt" => b.jkt = text,
+                "x5t#S256" => b.x5t = text,
+                _ => {}
+            }
+        }
+        Ok(Ok(b))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+        Any.deserialize(serde::de::value::SeqAccessDeserializer::new(a))?;
+        Ok(Err(()))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Err(()))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Err(()))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Err(()))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Err(()))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Err(()))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Err(()))
+    }
 }
 
 struct PayloadSeed<'p>(&'p Policy);
@@ -299,6 +359,7 @@ impl<'de> Visitor<'de> for PayloadSeed<'_> {
             names.add(k.clone())?;
             match &*k {
                 "aud" => r.aud_ok = a.next_value_seed(AnyOf(&self.0.audiences))?,
+                "cnf" => r.cnf = Some(a.next_value_seed(CnfSeed)?),
                 name => {
                     let v = a.next_value_seed(Any)?;
                     match name {
@@ -322,7 +383,11 @@ impl<'de> Visitor<'de> for PayloadSeed<'_> {
 /// Step three: the claims (`exp`, `nbf`, `iat`, `iss`, `aud`), read from
 /// the payload's JSON in one pass. Returns `exp` and whether a `nonce` is
 /// there.
-fn check_payload(json: &[u8], policy: &Policy, now: u64) -> Result<(u64, bool), Rejection> {
+fn check_payload(
+    json: &[u8],
+    policy: &Policy,
+    now: u64,
+) -> Result<(u64, bool, Binding), Rejection> {
     let r = read_json(json, PayloadSeed(policy)).ok_or(Rejection::Malformed)?;
     let skew = policy.skew_secs;
     let exp = match r.exp {
@@ -352,7 +417,13 @@ fn check_payload(json: &[u8], policy: &Policy, now: u64) -> Result<(u64, bool), 
     if !r.aud_ok {
         return Err(Rejection::WrongAudience);
     }
-    Ok((exp, r.nonce))
+    let binding = match r.cnf {
+        None => Binding::default(),
+        Some(Ok(b)) => b,
+        // a confirmation we cannot read: bound to something unknown
+        Some(Err(())) => return Err(Rejection::Malformed),
+    };
+    Ok((exp, r.nonce, binding))
 }
 
 /// A bearer token: `validate`, and it must not be an ID token (one carries
@@ -400,9 +471,9 @@ pub fn validate(
     let json = URL_SAFE_NO_PAD
         .decode(parsed.payload)
         .map_err(|_| Rejection::Malformed)?;
-    let (exp, nonce) = check_payload(&json, policy, now)?;
+    let (exp, nonce, binding) = check_payload(&json, policy, now)?;
     Ok(Validated {
-        claims: Claims::from_json(json),
+        claims: Claims::bound(json, binding),
         exp,
         nonce,
     })
@@ -763,6 +834,29 @@ mod tests {
             check(&format!("{hdr}.{}.{}", parts[1], parts[2])).unwrap_err(),
             Rejection::Malformed
         );
+    }
+
+    #[test]
+    fn the_confirmation_is_read_with_the_claims() {
+        let mut c = claims();
+        c["cnf"] = json!({"jkt": "thumb", "x5t#S256": "cert", "other": [1, {"a": 2}]});
+        let v = check(&sign(&c)).unwrap();
+        assert_eq!(v.claims.binding.jkt.as_deref(), Some("thumb"));
+        assert_eq!(v.claims.binding.x5t.as_deref(), Some("cert"));
+        assert!(check(&sign(&claims())).unwrap().claims.binding.is_none());
+        c["cnf"] = json!("not an object");
+        assert_eq!(check(&sign(&c)).unwrap_err(), Rejection::Malformed);
+        c["cnf"] = json!({"jkt": "a", "jkt": "b"});
+        // (json! keeps one of them: build the duplicate by hand)
+        let dup = format!(
+            "{{\"iss\":\"https://op.test\",\"aud\":\"api\",\"exp\":{},\"cnf\":{{\"jkt\":\"a\",\"jkt\":\"b\"}}}}",
+            NOW + 300
+        );
+        let k = EncodingKey::from_rsa_pem(RSA_PRIV.as_bytes()).unwrap();
+        let h = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":"test-rsa"}"#);
+        let input = format!("{h}.{}", URL_SAFE_NO_PAD.encode(dup));
+        let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &k, Algorithm::RS256).unwrap();
+        assert_eq!(check(&format!("{input}.{sig}")).unwrap_err(), Rejection::Malformed);
     }
 
     #[test]

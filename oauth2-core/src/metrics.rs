@@ -26,7 +26,7 @@ pub const PASSED: usize = 5;
 
 /// Every `$oauth2_error` code (`requests_total{reason}`): the rejections,
 /// then the refusals by a rule.
-pub const REASONS: [&str; 21] = [
+pub const REASONS: [&str; 23] = [
     "missing_token",
     "malformed_token",
     "bad_algorithm",
@@ -45,6 +45,8 @@ pub const REASONS: [&str; 21] = [
     "unsupported_token",
     "id_token",
     "provider_unavailable",
+    "invalid_dpop_proof",
+    "token_binding",
     "claim_mismatch",
     "insufficient_scope",
     "other",

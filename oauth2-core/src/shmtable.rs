@@ -364,6 +364,30 @@ impl Guard<'_> {
             }
         }
         let mut evicted = 0;
+        if self.body.used() >= max && self.t.nslots >= 1024 {
+            // a large table: drop about the least recently used eighth in
+            // one pass (a threshold from a sample), not one record per pass
+            let step = self.t.nslots / 256;
+            let mut sample: Vec<u64> = (0..256)
+                .map(|k| self.body.head(k * step))
+                .filter(|h| h.used == 1)
+                .map(|h| h.last_used)
+                .collect();
+            sample.sort_unstable();
+            if let Some(&threshold) = sample.get(sample.len() / 8) {
+                let mut i = 0;
+                while i < self.t.nslots {
+                    let h = self.body.head(i);
+                    if h.used == 1 && h.last_used <= threshold {
+                        self.body.remove(i);
+                        evicted += 1;
+                        changed = true;
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+        }
         while self.body.used() >= max {
             let oldest = (0..self.t.nslots)
                 .filter(|&i| self.body.head(i).used == 1)
@@ -605,6 +629,20 @@ mod tests {
         );
         assert!(t.get(&key(0), 30, &mut out));
         assert!(t.get(&key(8), 30, &mut out));
+    }
+
+    #[test]
+    fn a_large_full_table_drops_an_eighth_at_once() {
+        let mut r = Region::new(HEADER + 2048 * 72);
+        let t = r.table(72);
+        for n in 0..5000u64 {
+            assert!(t.insert_new(&key(n * 7919 + 1), 1_000_000, 1));
+        }
+        // never more than 7/8 full, every recent mark still there
+        assert!(t.len() < 2048 * 7 / 8);
+        for n in 4900..5000u64 {
+            assert!(!t.insert_new(&key(n * 7919 + 1), 1_000_000, 1), "{n} is a replay");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use ngx::ffi::ngx_int_t;
 use ngx::http::{HttpModuleLocationConf, Request};
+use oauth2_core::config::DpopMode;
 use oauth2_core::resource;
 
 use crate::http::RequestExt;
@@ -25,6 +26,16 @@ pub fn handler(r: &mut Request) -> ngx_int_t {
             }
         }
     }
-    let body = resource::metadata(&r.origin(), &servers, &rt.required_scopes, &[]);
+    // the DPoP algorithms of the server's providers that take DPoP
+    let mut algs: Vec<&str> = Vec::new();
+    for p in rt.provs.iter().filter(|p| p.dpop != DpopMode::Off) {
+        for a in &p.policy.algorithms {
+            let n = oauth2_core::keys::alg_name(*a);
+            if !oauth2_core::config::is_hmac(*a) && !algs.contains(&n) {
+                algs.push(n);
+            }
+        }
+    }
+    let body = resource::metadata(&r.origin(), &servers, &rt.required_scopes, &algs);
     r.send_body(200, "application/json", &body)
 }

@@ -48,7 +48,7 @@ our @EXPORT = qw(run_tests op_start op_stop op_url op_port op_ctl token mint
                  write_cookie_keys make_tls nginx_t_text op2_start op2_url nginx_port2
                  op2_ctl token2 mint2 op_stat op_fault bearer
                  redis_start redis_stop redis_signal redis_cli redis_port fixed_port2
-                 nginx2_start);
+                 nginx2_start dpop_proof make_client_cert);
 
 sub import {
     my $caller = caller;
@@ -300,7 +300,8 @@ sub op_ctl {
     return $r->{content};
 }
 
-# token(%opts): a real access token from the provider's client_credentials grant.
+# token(%opts): a real access token from the provider's client_credentials
+# grant (headers => { dpop => PROOF } for a DPoP-bound one).
 sub token {
     my %o = @_;
     my $client = $o{client} // 'api-client';
@@ -308,10 +309,17 @@ sub token {
     my $form = { grant_type => 'client_credentials', scope => $o{scope} // 'api:read' };
     $form->{resource} = $o{resource} if $o{resource};
     my $r = $http->post_form(($o{base} // op_url()) . '/token', $form,
-        { headers => { authorization => 'Basic ' . b64("$client:$secret") } });
+        { headers => { authorization => 'Basic ' . b64("$client:$secret"), %{ $o{headers} || {} } } });
     die "token request failed: $r->{status} $r->{content}\n" unless $r->{success};
     my ($t) = $r->{content} =~ /"access_token":"([^"]+)"/ or die "no access_token in $r->{content}\n";
     return $t;
+}
+
+# dpop_proof(%body): a DPoP proof as a client makes one (t/op/op.mjs dpopProof)
+sub dpop_proof {
+    my %b = @_;
+    require JSON::PP;
+    op_ctl('/__test/dpop', JSON::PP->new->canonical->encode(\%b));
 }
 
 # mint(json): a crafted JWT from the OP's helper (see t/op/op.mjs).
@@ -351,6 +359,16 @@ printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\nextendedKeyUsa
 openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out tls.crt -days 2 -extfile ext.cnf
 SH
     system("($sh) >/dev/null 2>&1") == 0 or die "openssl failed\n";
+}
+
+# make_client_cert(NAME): a self-signed client certificate and its key
+# (NAME.crt, NAME.key in the servroot), for certificate-bound tokens
+sub make_client_cert {
+    my ($name) = @_;
+    system("cd '$ROOT' && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+        . "-keyout $name.key -out $name.crt -days 2 -subj /CN=$name >/dev/null 2>&1") == 0
+        or die "openssl failed\n";
+    return ("$ROOT/$name.crt", "$ROOT/$name.key");
 }
 
 sub browser {

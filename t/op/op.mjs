@@ -17,6 +17,7 @@
 //                         "introspectDelay":MS (the introspection endpoint only)}:
 //                        misbehave (null or 0 clears a fault)
 //   GET  /__test/stats   how often each endpoint was called
+//   POST /__test/dpop    a DPoP proof as a client makes one (see dpopProof)
 // --jwks-delay MS makes the key set answer late (requests must wait for it).
 // --backchannel-uri URI registers client "nginx" for back-channel logout.
 import http from 'node:http';
@@ -105,6 +106,17 @@ function makeProvider() {
       ...base('nginx-hs', 'nginx-hs-secret-0123456789abcdef0123456789abcdef'),
       id_token_signed_response_alg: 'HS256',
     },
+    // certificate-bound tokens: client credentials with a client certificate
+    {
+      client_id: 'api-mtls',
+      client_secret: 'api-mtls-secret',
+      grant_types: ['client_credentials'],
+      response_types: [],
+      redirect_uris: [],
+      token_endpoint_auth_method: 'client_secret_basic',
+      scope: 'api:read api:write',
+      tls_client_certificate_bound_access_tokens: true,
+    },
     {
       client_id: 'api-client',
       client_secret: 'api-secret',
@@ -139,6 +151,20 @@ function makeProvider() {
       revocation: { enabled: true },
       rpInitiatedLogout: { enabled: !opt.noLogout },
       backchannelLogout: { enabled: Boolean(opt.backchannel) },
+      // DPoP-bound access tokens (RFC 9449): cnf.jkt in the JWT
+      dPoP: { enabled: true },
+      // certificate-bound access tokens (RFC 8705 §3): cnf.x5t#S256. The
+      // provider runs on plain http in the tests: the client certificate
+      // comes as a TLS terminator would pass it, in a header (base64 DER)
+      mTLS: {
+        enabled: true,
+        certificateBoundAccessTokens: true,
+        getCertificate(ctx) {
+          const der = ctx.get('x-client-cert');
+          if (!der) return undefined;
+          return new crypto.X509Certificate(Buffer.from(der, 'base64'));
+        },
+      },
       resourceIndicators: {
         enabled: true,
         // the browser clients' logins get access tokens for UserInfo (as
@@ -223,6 +249,47 @@ function mint(body) {
   return `${input}.${sig}`;
 }
 
+// DPoP proofs (RFC 9449) as a client makes them, to get DPoP-bound tokens
+// from the provider's real token endpoint and to present them to nginx.
+// body: { key: 'a'|'b', htm, htu, token (for ath), iat, jti, header: {...},
+// claims: {...} (null removes), jwk: 'public'|'private'|'symmetric'|'b'
+// (another key's), sign: 'own'|'b'|'none'|'hs256' }
+const dpopKeys = {
+  a: crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }),
+  b: crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }),
+};
+function dpopProof(body) {
+  const k = dpopKeys[body.key || 'a'];
+  const pub = k.publicKey.export({ format: 'jwk' });
+  const jwk = {
+    public: pub,
+    private: k.privateKey.export({ format: 'jwk' }),
+    symmetric: { kty: 'oct', k: b64u(crypto.randomBytes(32)) },
+    b: dpopKeys.b.publicKey.export({ format: 'jwk' }),
+  }[body.jwk || 'public'];
+  const sign = body.sign || 'own';
+  const alg = { own: 'ES256', b: 'ES256', none: 'none', hs256: 'HS256' }[sign];
+  const header = { typ: 'dpop+jwt', alg, jwk, ...(body.header || {}) };
+  const claims = {
+    jti: body.jti || crypto.randomBytes(12).toString('hex'),
+    htm: body.htm || 'GET',
+    htu: body.htu,
+    iat: body.iat ?? Math.floor(Date.now() / 1000),
+    ...(body.token ? { ath: b64u(crypto.createHash('sha256').update(body.token).digest()) } : {}),
+    ...(body.claims || {}),
+  };
+  for (const o of [header, claims]) for (const key of Object.keys(o)) if (o[key] === null) delete o[key];
+  const input = `${b64u(JSON.stringify(header))}.${b64u(JSON.stringify(claims))}`;
+  let sig = '';
+  if (sign === 'own' || sign === 'b') {
+    const key = sign === 'own' ? k.privateKey : dpopKeys.b.privateKey;
+    sig = b64u(crypto.sign('sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' }));
+  } else if (sign === 'hs256') {
+    sig = b64u(crypto.createHmac('sha256', 'secret').update(input).digest());
+  }
+  return `${input}.${sig}`;
+}
+
 function readBody(req) {
   return new Promise((resolve) => {
     let data = '';
@@ -238,6 +305,12 @@ const server = http.createServer(async (req, res) => {
     const body = JSON.parse((await readBody(req)) || '{}');
     res.writeHead(200, { 'content-type': 'text/plain' });
     res.end(mint(body));
+    return;
+  }
+  if (url.pathname === '/__test/dpop' && req.method === 'POST') {
+    const body = JSON.parse((await readBody(req)) || '{}');
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.end(dpopProof(body));
     return;
   }
   if (url.pathname === '/__test/rotate' && req.method === 'POST') {
