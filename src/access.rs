@@ -14,8 +14,8 @@ use ngx::{ngx_log_debug_http, ngx_log_error};
 use oauth2_core::authz::{self, Denied};
 use oauth2_core::cache;
 use oauth2_core::config::{DpopMode, TokenValidation};
-use oauth2_core::dpop::{self, DpopError};
 use oauth2_core::decide::{self, Action, Candidate, RequestFacts, UnknownKid};
+use oauth2_core::dpop::{self, DpopError};
 use oauth2_core::flights::IntrospectStep;
 use oauth2_core::introspection::{self, IntrospectionError};
 use oauth2_core::jwt::{self, Claims};
@@ -317,14 +317,28 @@ fn sender(
         return Ok(());
     }
     if let Some(x5t) = &b.x5t {
-        let presented = r.client_certificate().and_then(|p| dpop::cert_thumbprint(&p));
+        let presented = r
+            .client_certificate()
+            .and_then(|p| dpop::cert_thumbprint(&p));
         if presented.as_deref() != Some(&**x5t) {
-            return Err(unbound(r, lc, rt, dpop_scheme, "the token is bound to a client certificate this connection does not present"));
+            return Err(unbound(
+                r,
+                lc,
+                rt,
+                dpop_scheme,
+                "the token is bound to a client certificate this connection does not present",
+            ));
         }
     }
     if !dpop_scheme {
         if b.jkt.is_some() {
-            return Err(unbound(r, lc, rt, false, "a DPoP-bound token is sent with the DPoP scheme"));
+            return Err(unbound(
+                r,
+                lc,
+                rt,
+                false,
+                "a DPoP-bound token is sent with the DPoP scheme",
+            ));
         }
         if prov.dpop == DpopMode::Required {
             return Err(unbound(r, lc, rt, true, "DPoP is required"));
@@ -332,10 +346,22 @@ fn sender(
         return Ok(());
     }
     if prov.dpop == DpopMode::Off {
-        return Err(unbound(r, lc, rt, false, "this provider's tokens are not DPoP tokens"));
+        return Err(unbound(
+            r,
+            lc,
+            rt,
+            false,
+            "this provider's tokens are not DPoP tokens",
+        ));
     }
     let Some(jkt) = &b.jkt else {
-        return Err(unbound(r, lc, rt, true, "the token is not bound to a DPoP key"));
+        return Err(unbound(
+            r,
+            lc,
+            rt,
+            true,
+            "the token is not bound to a DPoP key",
+        ));
     };
     let token = std::str::from_utf8(raw_token).unwrap_or("");
     let proofs = r.header_values("DPoP");
@@ -365,8 +391,11 @@ fn sender(
             .and_then(|m| m.dpop_zone.as_ref())
             .and_then(|z| z.tables())
             .is_some_and(|t| {
-                t.marks
-                    .insert_new(&logout::once_key("dpop", jkt, &p.jti), now + 2 * window, now)
+                t.marks.insert_new(
+                    &logout::once_key("dpop", jkt, &p.jti),
+                    now + 2 * window,
+                    now,
+                )
             });
         if fresh {
             Ok(p)
@@ -399,7 +428,12 @@ fn unbound(r: &mut Request, lc: &LocConf, rt: &LocRuntime, dpop: bool, why: &str
         ctx.claims = None;
         ctx.token = None;
     }
-    ngx_log_error!(NGX_LOG_INFO, r.log(), "oauth2: bearer token rejected: {}", why);
+    ngx_log_error!(
+        NGX_LOG_INFO,
+        r.log(),
+        "oauth2: bearer token rejected: {}",
+        why
+    );
     let challenge = if dpop {
         dpop::challenge(&rt.dpop_algs, "invalid_token", why)
     } else {

@@ -14,8 +14,8 @@ use ngx::ffi::{
     ngx_http_discard_request_body, ngx_http_event_handler_pt, ngx_http_finalize_request,
     ngx_http_read_client_request_body, ngx_http_request_t, ngx_http_send_special,
     ngx_http_test_reading, ngx_int_t, ngx_list_part_t, ngx_list_push, ngx_pool_cleanup_add,
-    ngx_pool_cleanup_pt, ngx_post_event, ngx_posted_events, ngx_str_t, ngx_table_elt_t, ngx_uint_t,
-    NGX_HTTP_LAST,
+    ngx_pool_cleanup_pt, ngx_post_event, ngx_posted_events, ngx_ssl_get_raw_certificate, ngx_str_t,
+    ngx_table_elt_t, ngx_uint_t, NGX_HTTP_LAST,
 };
 use ngx::http::Request;
 use oauth2_core::jwt::Claims;

@@ -167,7 +167,11 @@ impl ShmZone {
             let mut n = n;
             let z = ngx_shared_memory_add(cf, &mut n, size, tag);
             let z = NonNull::new(z).ok_or_else(|| format!("cannot add zone \"{name}\""))?;
-            (*z.as_ptr()).init = Some(if marks_only { init_marks_zone } else { init_zone });
+            (*z.as_ptr()).init = Some(if marks_only {
+                init_marks_zone
+            } else {
+                init_zone
+            });
             Ok(ShmZone {
                 zone: z,
                 name: name.to_string(),

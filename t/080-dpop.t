@@ -81,33 +81,37 @@ my $u = main::url('/api');
 my $now = time;
 my $case = sub {
     my ($what, $want, %b) = @_;
+    my $desc = delete $b{desc};
     my @proofs = ref $b{proofs} ? @{ delete $b{proofs} } : (dpop_proof(key => 'a', htu => $u, token => $t, %b));
     my $r = main::call('/api?q=1', $t, @proofs);
     is($r->{status}, $want, "$what: $want");
-    like($r->{headers}{'www-authenticate'} // '', qr/^DPoP algs="[^"]+", error="invalid_dpop_proof"/, "$what: the DPoP challenge")
-        if $want == 401;
+    if ($want == 401) {
+        like($r->{headers}{'www-authenticate'} // '',
+            qr/^DPoP algs="[^"]+", error="invalid_dpop_proof", error_description="[^"]*\Q$desc\E/,
+            "$what: the DPoP challenge names $desc");
+    }
     return $r;
 };
 $case->('a good proof (the request has a query, the proof none)', 200);
 $case->('query in htu (ignored on both sides, RFC 9449 §4.3)', 200, htu => "$u?other=2#f");
-$case->('wrong htm', 401, htm => 'POST');
-$case->('wrong htu', 401, htu => main::url('/other'));
-$case->('another scheme in htu', 401, htu => 'https://127.0.0.1:' . nginx_port() . '/api');
-$case->('iat too old', 401, iat => $now - 3600);
-$case->('iat in the future', 401, iat => $now + 3600);
-$case->('private key members in jwk', 401, jwk => 'private');
-$case->('alg none', 401, sign => 'none');
-$case->('alg HS256', 401, sign => 'hs256', jwk => 'symmetric');
-$case->('a symmetric jwk', 401, jwk => 'symmetric');
-$case->('ath of another token', 401, token => 'another-token');
-$case->('no ath', 401, token => undef, claims => { ath => undef });
-$case->('cnf.jkt of another key (the proof is key b\'s own)', 401, key => 'b');
-$case->('signed by a key other than its jwk', 401, sign => 'b');
-$case->('no typ', 401, header => { typ => undef });
-$case->('no jti', 401, claims => { jti => undef });
+$case->('wrong htm', 401, desc => 'htm', htm => 'POST');
+$case->('wrong htu', 401, desc => 'htu', htu => main::url('/other'));
+$case->('another scheme in htu', 401, desc => 'htu', htu => 'https://127.0.0.1:' . nginx_port() . '/api');
+$case->('iat too old', 401, desc => 'iat', iat => $now - 3600);
+$case->('iat in the future', 401, desc => 'iat', iat => $now + 3600);
+$case->('private key members in jwk', 401, desc => 'jwk', jwk => 'private');
+$case->('alg none', 401, desc => 'alg', sign => 'none');
+$case->('alg HS256', 401, desc => 'alg', sign => 'hs256', jwk => 'symmetric');
+$case->('a symmetric jwk', 401, desc => 'jwk', jwk => 'symmetric');
+$case->('ath of another token', 401, desc => 'ath', token => 'another-token');
+$case->('no ath', 401, desc => 'ath', token => undef, claims => { ath => undef });
+$case->('cnf.jkt of another key (the proof is key b\'s own)', 401, desc => 'bound to', key => 'b');
+$case->('signed by a key other than its jwk', 401, desc => 'signature', sign => 'b');
+$case->('no typ', 401, desc => 'typ', header => { typ => undef });
+$case->('no jti', 401, desc => 'jti', claims => { jti => undef });
 my $two = [dpop_proof(key => 'a', htu => $u, token => $t), dpop_proof(key => 'a', htu => $u, token => $t)];
-$case->('two DPoP headers', 401, proofs => $two);
-$case->('oversized proof', 401, claims => { pad => 'x' x 9000 });
+$case->('two DPoP headers', 401, desc => 'one DPoP proof', proofs => $two);
+$case->('oversized proof', 401, desc => 'too large', claims => { pad => 'x' x 9000 });
 my $once = dpop_proof(key => 'a', htu => $u, token => $t, jti => "once-$now");
 is(main::call('/api', $t, $once)->{status}, 200, 'a proof once: 200');
 my $again = main::call('/api', $t, $once);
@@ -143,3 +147,21 @@ for my $n (1 .. 30) {
 }
 is($bad, 0, 'every proof accepted once, refused the second time');
 ok($cross > 0, "$cross replays were refused by the other worker");
+
+=== TEST 5: an introspected (opaque) DPoP-bound token: its cnf from the introspection answer
+--- http_config
+oauth2_issuer $TEST_OP;
+oauth2_client_id nginx;
+oauth2_client_secret nginx-secret;
+oauth2_audience urn:test:opaque;
+oauth2_token_validation introspection;
+--- config
+location /api { oauth2_auth on; oauth2_on_failure 401; oauth2_dpop optional; empty_gif; }
+--- test
+my $p = dpop_proof(key => 'a', htm => 'POST', htu => op_url() . '/token');
+my $t = token(resource => 'urn:test:opaque', headers => { dpop => $p });
+unlike($t, qr/^ey/, 'an opaque token');
+my $u = main::url('/api');
+is(http_get('/api', bearer($t))->{status}, 401, 'as Bearer: 401');
+is(main::call('/api', $t, dpop_proof(key => 'a', htu => $u, token => $t))->{status}, 200, 'with its proof: 200');
+is(main::call('/api', $t, dpop_proof(key => 'b', htu => $u, token => $t))->{status}, 401, "another key's proof: 401");

@@ -856,7 +856,10 @@ mod tests {
         let h = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":"test-rsa"}"#);
         let input = format!("{h}.{}", URL_SAFE_NO_PAD.encode(dup));
         let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &k, Algorithm::RS256).unwrap();
-        assert_eq!(check(&format!("{input}.{sig}")).unwrap_err(), Rejection::Malformed);
+        assert_eq!(
+            check(&format!("{input}.{sig}")).unwrap_err(),
+            Rejection::Malformed
+        );
     }
 
     #[test]

@@ -641,7 +641,10 @@ mod tests {
         // never more than 7/8 full, every recent mark still there
         assert!(t.len() < 2048 * 7 / 8);
         for n in 4900..5000u64 {
-            assert!(!t.insert_new(&key(n * 7919 + 1), 1_000_000, 1), "{n} is a replay");
+            assert!(
+                !t.insert_new(&key(n * 7919 + 1), 1_000_000, 1),
+                "{n} is a replay"
+            );
         }
     }
 
