@@ -177,11 +177,10 @@ if [[ " ${SCENARIOS[*]} " == *" dpop "* ]]; then
     node "$TOP/bench/dpop.mjs" "$OP_URL" "http://127.0.0.1:$NGX_PORT/dpop" "$DPOP_FILES" "$DPOP_PROOFS" "$WORK/dpop"
 fi
 DPOP_RUN=0
-dpop_lua() { # the next run's script
-    DPOP_RUN=$((DPOP_RUN + 1))
-    cat > "$WORK/dpop.$DPOP_RUN.lua" <<LEOF
+dpop_lua() { # dpop_lua N: the script of run N (its own proofs)
+    cat > "$WORK/dpop.$1.lua" <<LEOF
 local proofs = {}
-for line in io.lines("$WORK/dpop.$DPOP_RUN") do proofs[#proofs + 1] = line end
+for line in io.lines("$WORK/dpop.$1") do proofs[#proofs + 1] = line end
 local auth = "DPoP " .. io.open("$WORK/dpop.token"):read("*l")
 local i = 0
 request = function()
@@ -189,7 +188,6 @@ request = function()
     return wrk.format("GET", "/dpop", { ["Authorization"] = auth, ["DPoP"] = proofs[i] })
 end
 LEOF
-    echo "$WORK/dpop.$DPOP_RUN.lua"
 }
 echo "minting $MISS_TOKENS distinct RS256 tokens..." >&2
 node "$TOP/bench/mint.mjs" "$WORK/op" "$OP_URL" "$MISS_TOKENS" RS256 > "$WORK/miss.txt"
@@ -275,7 +273,12 @@ run_one() {
         cookie_redis) wrk_run -H "Cookie: $REDIS_COOKIE" "$base/redis/x" ;;
         cookie_redis_miss) wrk_run -s "$WORK/redis_miss.lua" "$base" ;;
         miss) wrk_run -s "$WORK/miss.lua" "$base" ;;
-        dpop) wrk_run -s "$(dpop_lua)" "$base" ;;
+        dpop)
+            # a new file of proofs per run (not in a subshell: the count goes on)
+            DPOP_RUN=$((DPOP_RUN + 1))
+            dpop_lua "$DPOP_RUN"
+            wrk_run -s "$WORK/dpop.$DPOP_RUN.lua" "$base"
+            ;;
         authreq) wrk_run -H "Authorization: Bearer $RS" "$base/authreq" ;;
         ap_ceiling) wrk_run -H "Authorization: Bearer $RS" "$apbase/ceiling/pixel.gif" ;;
         ap_oauth2) wrk_run -H "Authorization: Bearer $RS" "$apbase/mod_oauth2/pixel.gif" ;;

@@ -369,17 +369,18 @@ fn sender(
     let method = r.method();
     let window = prov.policy.skew_secs.max(5);
     let checked = match proofs.as_slice() {
-        [one] => dpop::check_proof(
-            one,
-            &dpop::Request {
+        [one] => {
+            let req = dpop::Request {
                 method: method.as_str(),
                 url: &url,
                 access_token: token,
                 algorithms: &prov.policy.algorithms,
                 window,
                 now,
-            },
-        ),
+            };
+            with_worker(|w| dpop::check_proof_with(one, &req, &mut w.dpop_keys))
+                .unwrap_or(Err(DpopError::Key))
+        }
         _ => Err(DpopError::Count),
     };
     let checked = checked.and_then(|p| {

@@ -99,6 +99,8 @@ pub struct Worker {
     pub stats: Option<Stats>,
     /// Session stores (by index) whose last operation failed.
     stores_down: HashSet<usize>,
+    /// DPoP proof keys parsed before (by their JWK).
+    pub dpop_keys: oauth2_core::dpop::ProofKeys,
     conn: *mut ngx_connection_t,
     timer: Box<ngx_event_t>,
     log: *mut ngx_log_t,
@@ -459,6 +461,7 @@ pub fn init_worker(
             introspections: Introspections::new(MAX_INTROSPECTIONS),
             token_results: HashMap::new(),
             stores_down: HashSet::new(),
+            dpop_keys: Default::default(),
             next_job: 0,
             fetcher,
             cache: TokenCache::new(cache_bytes),

@@ -66,6 +66,47 @@ pub struct Request<'a> {
     pub now: u64,
 }
 
+/// The proof keys a worker has parsed, by their JWK text: a client signs
+/// every proof with the same key, so its parse and thumbprint are done once.
+/// Bounded (emptied when full).
+#[derive(Default)]
+pub struct ProofKeys {
+    keys: std::collections::HashMap<String, (std::sync::Arc<KeySet>, String)>,
+}
+
+/// Proof keys kept per worker before the cache starts over.
+const MAX_PROOF_KEYS: usize = 4096;
+
+impl ProofKeys {
+    fn get_or_parse(
+        &mut self,
+        jwk: Map<String, Value>,
+    ) -> Result<(std::sync::Arc<KeySet>, String), DpopError> {
+        let text = Value::Object(jwk).to_string();
+        if let Some((set, jkt)) = self.keys.get(&text) {
+            return Ok((set.clone(), jkt.clone()));
+        }
+        let set = KeySet::parse(
+            format!("{{\"keys\":[{text}]}}").as_bytes(),
+            KeySource::Network,
+        )
+        .map_err(|_| DpopError::Key)?;
+        if set.keys.len() != 1 {
+            return Err(DpopError::Key);
+        }
+        let jwk: Jwk = serde_json::from_str(&text).map_err(|_| DpopError::Key)?;
+        let jkt = jwk
+            .thumbprint(ThumbprintHash::SHA256)
+            .map_err(|_| DpopError::Key)?;
+        if self.keys.len() >= MAX_PROOF_KEYS {
+            self.keys.clear();
+        }
+        let set = std::sync::Arc::new(set);
+        self.keys.insert(text, (set.clone(), jkt.clone()));
+        Ok((set, jkt))
+    }
+}
+
 /// A proof that passed: its key's thumbprint and its `jti`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Proof {
@@ -142,6 +183,15 @@ fn bare_url(u: &str) -> Option<String> {
 
 /// RFC 9449 §4.3: check a proof for this request and access token.
 pub fn check_proof(proof: &str, req: &Request<'_>) -> Result<Proof, DpopError> {
+    check_proof_with(proof, req, &mut ProofKeys::default())
+}
+
+/// `check_proof`, with the keys parsed before.
+pub fn check_proof_with(
+    proof: &str,
+    req: &Request<'_>,
+    keys: &mut ProofKeys,
+) -> Result<Proof, DpopError> {
     if proof.len() > MAX_PROOF_LEN {
         return Err(DpopError::TooLarge);
     }
@@ -177,12 +227,7 @@ pub fn check_proof(proof: &str, req: &Request<'_>) -> Result<Proof, DpopError> {
     for m in ["kid", "alg", "use", "key_ops"] {
         bare.remove(m);
     }
-    let doc = serde_json::json!({ "keys": [Value::Object(bare.clone())] });
-    let set = KeySet::parse(doc.to_string().as_bytes(), KeySource::Network)
-        .map_err(|_| DpopError::Key)?;
-    if set.keys.len() != 1 {
-        return Err(DpopError::Key);
-    }
+    let (set, jkt) = keys.get_or_parse(bare)?;
     let policy = Policy {
         issuer: None,
         audiences: Vec::new(),
@@ -191,7 +236,7 @@ pub fn check_proof(proof: &str, req: &Request<'_>) -> Result<Proof, DpopError> {
     };
     let parsed = jwt::parse_typed(proof, &policy, |t| t.eq_ignore_ascii_case("dpop+jwt"))
         .map_err(|_| DpopError::Malformed)?;
-    jwt::verify(&parsed, &[&set]).map_err(|_| DpopError::Signature)?;
+    jwt::verify(&parsed, &[&*set]).map_err(|_| DpopError::Signature)?;
     let claims = b64_json(p)?;
     let text = |n: &str| match claims.get(n) {
         Some(Value::String(s)) => Some(s.as_str()),
@@ -218,10 +263,6 @@ pub fn check_proof(proof: &str, req: &Request<'_>) -> Result<Proof, DpopError> {
     if text("ath") != Some(ath(req.access_token).as_str()) {
         return Err(DpopError::TokenHash);
     }
-    let jwk: Jwk = serde_json::from_value(Value::Object(bare)).map_err(|_| DpopError::Key)?;
-    let jkt = jwk
-        .thumbprint(ThumbprintHash::SHA256)
-        .map_err(|_| DpopError::Key)?;
     Ok(Proof {
         jkt,
         jti: jti.to_string(),
