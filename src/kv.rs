@@ -196,16 +196,7 @@ impl StoreClient {
                 ok(n)
             }
             StoreOp::Once { key, ttl_ms } => {
-                let set: Option<String> = redis::cmd("SET")
-                    .arg(&key)
-                    .arg(1)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .query_async(&mut m)
-                    .await
-                    .map_err(e)?;
-                Ok(if set.is_some() {
+                Ok(if set_once(&mut m, &key, ttl_ms).await.map_err(e)? {
                     (200, b"1".to_vec())
                 } else {
                     (409, Vec::new())
@@ -229,16 +220,7 @@ impl StoreClient {
                 record_prefix,
             } => {
                 if let Some((key, ttl_ms)) = once {
-                    let fresh: Option<String> = redis::cmd("SET")
-                        .arg(&key)
-                        .arg(1)
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(ttl_ms)
-                        .query_async(&mut m)
-                        .await
-                        .map_err(e)?;
-                    if fresh.is_none() {
+                    if !set_once(&mut m, &key, ttl_ms).await.map_err(e)? {
                         return Ok((409, Vec::new()));
                     }
                 }
@@ -263,4 +245,17 @@ impl StoreClient {
             }
         }
     }
+}
+
+/// `SET key 1 NX PX ttl`: true when the key was not there (set now).
+async fn set_once(m: &mut ConnectionManager, key: &str, ttl_ms: u64) -> redis::RedisResult<bool> {
+    let set: Option<String> = redis::cmd("SET")
+        .arg(key)
+        .arg(1)
+        .arg("NX")
+        .arg("PX")
+        .arg(ttl_ms)
+        .query_async(m)
+        .await?;
+    Ok(set.is_some())
 }

@@ -16,7 +16,7 @@ use oauth2_core::login::{self, ClientAuth};
 use oauth2_core::logout;
 use oauth2_core::metrics;
 use oauth2_core::session::{self, LoginState as Login, Purpose, Session};
-use oauth2_core::waits::WaitFor;
+use oauth2_core::waits::{JobId, WaitFor};
 
 use crate::conf::{ClientConf, LocRuntime, Prov, SessionConf, UriValue};
 use crate::http::RequestExt;
@@ -170,16 +170,13 @@ fn stored_session(
     };
     let prov = &rt.provs[i];
     if let Some(job) = r.ctx_mut().and_then(|c| c.store_job.take()) {
-        let res = with_worker(|w| w.take_job_result(job)).flatten();
-        let ok = !matches!(res, Some(Err(_)) | None);
-        store_health(r, rs, ok, res.as_ref().and_then(|x| x.as_ref().err()));
-        return match res {
-            Some(Ok((200, rec))) => match open_record(&rec, id, sc, prov) {
+        return match store_answer(r, sc, job) {
+            Some((200, rec)) => match open_record(&rec, id, sc, prov) {
                 Some(s) => Stored::Found(s, i),
                 None => Stored::None,
             },
-            Some(Ok(_)) => Stored::None,
-            _ => Stored::Unavailable,
+            Some(_) => Stored::None,
+            None => Stored::Unavailable,
         };
     }
     let key = rs.record_key(&id);
@@ -197,6 +194,17 @@ fn stored_session(
         }
         None => Stored::Unavailable,
     }
+}
+
+/// The answer of a session-store job this request waited for, the store's
+/// health noted: `None` when it failed (or never came).
+pub fn store_answer(r: &Request, sc: &SessionConf, job: JobId) -> Option<(u16, Vec<u8>)> {
+    let res = with_worker(|w| w.take_job_result(job)).flatten();
+    if let Store::Redis(rs) = &sc.store {
+        let err = res.as_ref().and_then(|x| x.as_ref().err());
+        store_health(r, rs, matches!(res, Some(Ok(_))), err);
+    }
+    res.and_then(Result::ok)
 }
 
 /// Log a store going down (once per failure streak) and coming back.

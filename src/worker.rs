@@ -246,9 +246,8 @@ impl Worker {
         hook: Option<Hook>,
         lock: Option<(usize, String, u64)>,
     ) -> Result<JobId, FetchError> {
+        let id = self.next_job_id()?;
         let f = self.fetcher.as_ref().ok_or(FetchError::NotRunning)?;
-        self.next_job += 1;
-        let id = self.next_job;
         f.submit(Job {
             id,
             provider,
@@ -266,11 +265,19 @@ impl Worker {
     /// answer wakes the requests parked on `WaitFor::Job(id)` and, when one
     /// waited, goes to `take_job_result`.
     pub fn submit_store(&mut self, store: usize, op: StoreOp) -> Result<JobId, FetchError> {
+        let id = self.next_job_id()?;
         let f = self.fetcher.as_ref().ok_or(FetchError::NotRunning)?;
-        self.next_job += 1;
-        let id = self.next_job;
         f.submit_store(StoreJob { id, store, op })?;
         Ok(id)
+    }
+
+    /// A new job's id (when the fetcher runs to take it).
+    fn next_job_id(&mut self) -> Result<JobId, FetchError> {
+        if self.fetcher.is_none() {
+            return Err(FetchError::NotRunning);
+        }
+        self.next_job += 1;
+        Ok(self.next_job)
     }
 
     /// The answer of a job a callback request waited for (token endpoint,

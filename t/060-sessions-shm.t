@@ -16,20 +16,6 @@ op_start(
 write_cookie_keys('cookie.keys', 's');
 run_tests();
 
-# The provider's own logout page (RP-Initiated Logout at the provider, not
-# through nginx): confirm it; the provider then POSTs a logout token to
-# every client of that session that registered a back-channel URI.
-sub logout_at_provider {
-    my ($b) = @_;
-    my $r = $b->get(op_url() . '/session/end', { accept => 'text/html' });
-    die "no logout page: $r->{status}\n" unless $r->{status} == 200;
-    my ($action) = $r->{content} =~ /<form[^>]*action="([^"]*)"/;
-    my ($xsrf) = $r->{content} =~ /name="xsrf" value="([^"]*)"/;
-    die "no logout form\n" unless $action && $xsrf;
-    return $b->request('POST', OAuth2Browser::absolute(op_url() . '/', $action),
-        { accept => 'text/html' }, "xsrf=$xsrf&logout=yes");
-}
-
 __DATA__
 
 === TEST 1: nginx -t: a zone that is too small
@@ -172,7 +158,7 @@ my $other = browser();
 $other->login("$base/app", 'bob');
 my $c = $b->cookie('oauth2_session');
 is(http_get('/api', { cookie => "oauth2_session=$c" })->{status}, 200, 'the session works');
-my $r = main::logout_at_provider($b);
+my $r = logout_at_provider($b);
 ok($r->{status} =~ /^(200|30[23])$/, "logged out at the provider ($r->{status})");
 my @after = map { HTTP::Tiny->new(keep_alive => 0)->get("$base/api", { headers => { cookie => "oauth2_session=$c" } })->{status} } 1 .. 4;
 is("@after", '401 401 401 401', 'the session is refused on every worker');

@@ -19,16 +19,6 @@ write_cookie_keys('cookie.keys', 'r');
 redis_port();
 run_tests();
 
-sub logout_at_provider {
-    my ($b) = @_;
-    my $r = $b->get(op_url() . '/session/end', { accept => 'text/html' });
-    die "no logout page: $r->{status}\n" unless $r->{status} == 200;
-    my ($action) = $r->{content} =~ /<form[^>]*action="([^"]*)"/;
-    my ($xsrf) = $r->{content} =~ /name="xsrf" value="([^"]*)"/;
-    return $b->request('POST', OAuth2Browser::absolute(op_url() . '/', $action),
-        { accept => 'text/html' }, "xsrf=$xsrf&logout=yes");
-}
-
 sub at {
     my ($p, $path, $cookie) = @_;
     HTTP::Tiny->new(keep_alive => 0)->get("http://127.0.0.1:$p$path", { headers => { cookie => "oauth2_session=$cookie" } });
@@ -120,7 +110,7 @@ $b->login("http://127.0.0.1:$p2/app");
 my $c = $b->cookie('oauth2_session');
 is(main::at($p1, '/api', $c)->{status}, 200, 'works at the first');
 is(main::at($p2, '/api', $c)->{status}, 200, 'works at the second');
-my $r = main::logout_at_provider($b);
+my $r = logout_at_provider($b);
 ok($r->{status} =~ /^(200|30[23])$/, "logged out at the provider ($r->{status})");
 sleep 1.05;
 is(main::at($p1, '/api', $c)->{status}, 401, 'refused at the first');

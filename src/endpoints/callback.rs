@@ -27,7 +27,7 @@ use crate::conf::{LocRuntime, Prov, SessionConf};
 use crate::http::{finalize, request, RawRequest, RequestExt};
 use crate::kv::StoreOp;
 use crate::session::{
-    client_auth, cookie, delete_cookie, issue_session, now, state_used_once, store_health, uri_for,
+    client_auth, cookie, delete_cookie, issue_session, now, state_used_once, store_answer, uri_for,
     Issued, STATE_TTL,
 };
 use crate::store::Store;
@@ -129,40 +129,26 @@ fn callback(r: &mut Request) -> Step {
     match step {
         None => callback_start(r, &rt, sc, false),
         Some(CallbackStep::Metadata { state_taken }) => callback_start(r, &rt, sc, state_taken),
-        Some(CallbackStep::State { job }) => {
-            match with_worker(|w| w.take_job_result(job)).flatten() {
-                Some(Ok((200, _))) => callback_start(r, &rt, sc, true),
-                Some(Ok(_)) => fail(
-                    r,
-                    400,
-                    NGX_LOG_INFO,
-                    "the state was already used",
-                    "invalid or expired login state",
-                    None,
-                ),
-                other => {
-                    if let Store::Redis(rs) = &sc.store {
-                        store_health(r, rs, false, other.as_ref().and_then(|x| x.as_ref().err()));
-                    }
-                    unavailable(r)
-                }
+        Some(CallbackStep::State { job }) => match store_answer(r, sc, job) {
+            Some((200, _)) => callback_start(r, &rt, sc, true),
+            Some(_) => fail(
+                r,
+                400,
+                NGX_LOG_INFO,
+                "the state was already used",
+                "invalid or expired login state",
+                None,
+            ),
+            None => unavailable(r),
+        },
+        Some(CallbackStep::Stored { job, target }) => match store_answer(r, sc, job) {
+            Some((200, _)) => {
+                ngx_log_error!(NGX_LOG_INFO, r.log(), "oauth2: login completed");
+                with_worker(|w| w.count(metrics::LOGINS_COMPLETED));
+                Step::Done(r.redirect(&target))
             }
-        }
-        Some(CallbackStep::Stored { job, target }) => {
-            match with_worker(|w| w.take_job_result(job)).flatten() {
-                Some(Ok((200, _))) => {
-                    ngx_log_error!(NGX_LOG_INFO, r.log(), "oauth2: login completed");
-                    with_worker(|w| w.count(metrics::LOGINS_COMPLETED));
-                    Step::Done(r.redirect(&target))
-                }
-                other => {
-                    if let Store::Redis(rs) = &sc.store {
-                        store_health(r, rs, false, other.as_ref().and_then(|x| x.as_ref().err()));
-                    }
-                    unavailable(r)
-                }
-            }
-        }
+            _ => unavailable(r),
+        },
         Some(CallbackStep::Token { login, job }) => {
             match with_worker(|w| w.take_job_result(job)).flatten() {
                 None => fail(

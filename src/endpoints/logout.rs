@@ -14,7 +14,8 @@ use crate::conf::{LocRuntime, Prov, SessionConf};
 use crate::http::{finalize, request, RequestExt};
 use crate::kv::StoreOp;
 use crate::session::{
-    clear_session, end_stored, now, open_session, sealed_session, session_id, store_health,
+    clear_session, end_stored, now, open_session, sealed_session, session_id, store_answer,
+    store_health,
 };
 use crate::store::{RedisStore, Store, Tables};
 use crate::worker::{timed_out, with_worker, KeyState};
@@ -77,14 +78,15 @@ fn store_unavailable(r: &mut Request, rs: &RedisStore, e: Option<&FetchError>) -
 
 /// The answer Redis gave to `redis_end`: how many sessions ended, or 409
 /// (the `jti` was used before).
-fn redis_ended(r: &mut Request, rs: &RedisStore, job: JobId) -> Result<usize, ngx_int_t> {
-    match with_worker(|w| w.take_job_result(job)).flatten() {
-        Some(Ok((200, n))) => {
-            store_health(r, rs, true, None);
-            Ok(String::from_utf8_lossy(&n).parse().unwrap_or(0))
-        }
-        Some(Ok(_)) => {
-            store_health(r, rs, true, None);
+fn redis_ended(
+    r: &mut Request,
+    sc: &SessionConf,
+    rs: &RedisStore,
+    job: JobId,
+) -> Result<usize, ngx_int_t> {
+    match store_answer(r, sc, job) {
+        Some((200, n)) => Ok(String::from_utf8_lossy(&n).parse().unwrap_or(0)),
+        Some(_) => {
             ngx_log_error!(
                 NGX_LOG_INFO,
                 r.log(),
@@ -98,7 +100,6 @@ fn redis_ended(r: &mut Request, rs: &RedisStore, job: JobId) -> Result<usize, ng
                 &LogoutError::Replayed.to_string(),
             ))
         }
-        Some(Err(e)) => Err(store_unavailable(r, rs, Some(&e))),
         None => Err(store_unavailable(r, rs, None)),
     }
 }
@@ -184,7 +185,7 @@ fn backchannel_checked(r: &mut Request, late: bool) -> ngx_int_t {
         if late {
             return store_unavailable(r, rs, None);
         }
-        return match redis_ended(r, rs, job) {
+        return match redis_ended(r, sc, rs, job) {
             Ok(n) => backchannel_done(r, n),
             Err(rc) => rc,
         };
@@ -350,7 +351,7 @@ fn frontchannel_answer(r: &mut Request) -> ngx_int_t {
         if timed_out(check) {
             return store_unavailable(r, rs, None);
         }
-        return match redis_ended(r, rs, job) {
+        return match redis_ended(r, sc, rs, job) {
             Ok(n) => frontchannel_done(r, n),
             Err(rc) => rc,
         };

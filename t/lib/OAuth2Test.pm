@@ -48,7 +48,7 @@ our @EXPORT = qw(run_tests op_start op_stop op_url op_port op_ctl token mint
                  write_cookie_keys make_tls nginx_t_text op2_start op2_url nginx_port2
                  op2_ctl token2 mint2 op_stat op_fault bearer
                  redis_start redis_stop redis_signal redis_cli redis_port fixed_port2
-                 nginx2_start dpop_proof make_client_cert);
+                 nginx2_start dpop_proof make_client_cert logout_at_provider);
 
 sub import {
     my $caller = caller;
@@ -359,6 +359,21 @@ printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\nextendedKeyUsa
 openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out tls.crt -days 2 -extfile ext.cnf
 SH
     system("($sh) >/dev/null 2>&1") == 0 or die "openssl failed\n";
+}
+
+# logout_at_provider($browser): the provider's own logout page (RP-Initiated
+# Logout at the provider, not through nginx), confirmed; the provider then
+# POSTs a logout token to every client of that session with a back-channel
+# URI. Returns the confirmation's response.
+sub logout_at_provider {
+    my ($b) = @_;
+    my $r = $b->get(op_url() . '/session/end', { accept => 'text/html' });
+    die "no logout page: $r->{status}\n" unless $r->{status} == 200;
+    my ($action) = $r->{content} =~ /<form[^>]*action="([^"]*)"/;
+    my ($xsrf) = $r->{content} =~ /name="xsrf" value="([^"]*)"/;
+    die "no logout form\n" unless $action && $xsrf;
+    return $b->request('POST', OAuth2Browser::absolute(op_url() . '/', $action),
+        { accept => 'text/html' }, "xsrf=$xsrf&logout=yes");
 }
 
 # make_client_cert(NAME): a self-signed client certificate and its key
