@@ -73,25 +73,46 @@ sub fixed_port { $fixed_port //= free_port() }
 # fixed_port2(): the second nginx of a fleet (nginx2_start), likewise fixed
 sub fixed_port2 { $fixed_port2 //= free_port() }
 
+# spawn($what, $log, $port, $seconds, @cmd): run @cmd with its output
+# appended to $log; wait up to $seconds for it to listen on $port (dies if it
+# exits or does not). Returns its pid.
+sub spawn {
+    my ($what, $log, $port, $seconds, @cmd) = @_;
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open STDOUT, '>>', $log;
+        open STDERR, '>&', \*STDOUT;
+        exec @cmd or exit 127;
+    }
+    my $until = time + $seconds;
+    while (time < $until) {
+        return $pid if port_open($port);
+        die "$what exited at start (see $log)\n" if waitpid($pid, WNOHANG) > 0;
+        sleep 0.025;
+    }
+    die "$what did not start on port $port (see $log)\n";
+}
+
+# stop_process($pid, $signal): ask it to end, wait up to 5 s, then kill it
+sub stop_process {
+    my ($pid, $signal) = @_;
+    kill $signal, $pid;
+    for (1 .. 200) { last if waitpid($pid, WNOHANG) != 0; sleep 0.025 }
+    if (kill 0, $pid) {
+        kill 'KILL', $pid;
+        waitpid($pid, 0);
+    }
+}
+
 # redis_start(): Debian's redis-server on 127.0.0.1 (a port of its own,
 # kept across restarts; no persistence: a restart loses every record)
 sub redis_start {
     $redis_port //= free_port();
     make_path("$ROOT/redis");
-    $redis_pid = fork // die "fork: $!";
-    if ($redis_pid == 0) {
-        open STDOUT, '>>', "$ROOT/redis.log";
-        open STDERR, '>&', \*STDOUT;
-        exec 'redis-server', '--port', $redis_port, '--bind', '127.0.0.1', '--save', '',
-            '--appendonly', 'no', '--dir', "$ROOT/redis", '--daemonize', 'no'
-            or exit 127;
-    }
-    for (1 .. 200) {
-        return 1 if port_open($redis_port);
-        die "redis-server exited at start (see $ROOT/redis.log)\n" if waitpid($redis_pid, WNOHANG) > 0;
-        sleep 0.025;
-    }
-    die "redis-server did not start on port $redis_port\n";
+    $redis_pid = spawn('redis-server', "$ROOT/redis.log", $redis_port, 5,
+        'redis-server', '--port', $redis_port, '--bind', '127.0.0.1', '--save', '',
+        '--appendonly', 'no', '--dir', "$ROOT/redis", '--daemonize', 'no');
+    return 1;
 }
 
 # redis_port(): the port (chosen at once, Redis need not run: down at start)
@@ -128,28 +149,14 @@ sub nginx2_start {
     open my $o, '>', "$ROOT/n2/conf/nginx.conf" or die $!;
     print $o $conf;
     close $o;
-    $ngx2_pid = fork // die "fork: $!";
-    if ($ngx2_pid == 0) {
-        open STDOUT, '>>', "$ROOT/n2/logs/stderr.log";
-        open STDERR, '>&', \*STDOUT;
-        exec $NGINX, '-p', "$ROOT/n2/", '-c', 'conf/nginx.conf' or exit 127;
-    }
-    for (1 .. 200) {
-        return 1 if port_open($p2);
-        die "the second nginx exited at start (see $ROOT/n2/logs)\n" if waitpid($ngx2_pid, WNOHANG) > 0;
-        sleep 0.025;
-    }
-    die "the second nginx did not start\n";
+    $ngx2_pid = spawn('the second nginx', "$ROOT/n2/logs/stderr.log", $p2, 5,
+        $NGINX, '-p', "$ROOT/n2/", '-c', 'conf/nginx.conf');
+    return 1;
 }
 
 sub nginx2_stop {
     return unless $ngx2_pid;
-    kill 'QUIT', $ngx2_pid;
-    for (1 .. 200) { last if waitpid($ngx2_pid, WNOHANG) != 0; sleep 0.025 }
-    if (kill 0, $ngx2_pid) {
-        kill 'KILL', $ngx2_pid;
-        waitpid($ngx2_pid, 0);
-    }
+    stop_process($ngx2_pid, 'QUIT');
     undef $ngx2_pid;
 }
 
@@ -213,18 +220,8 @@ sub op_start {
     push @args, '--no-logout' if $o{no_logout};
     push @args, '--conform' if $o{conform};
     push @args, '--backchannel-uri', $o{backchannel_uri} if $o{backchannel_uri};
-    $op_pid = fork // die "fork: $!";
-    if ($op_pid == 0) {
-        open STDOUT, '>>', "$ROOT/op.log";
-        open STDERR, '>&', \*STDOUT;
-        exec @args or exit 127;
-    }
-    for (1 .. 200) {
-        return 1 if port_open($op_port);
-        die "the test OP exited at start (see $ROOT/op.log)\n" if waitpid($op_pid, WNOHANG) > 0;
-        sleep 0.05;
-    }
-    die "the test OP did not start on port $op_port (see $ROOT/op.log)\n";
+    $op_pid = spawn('the test OP', "$ROOT/op.log", $op_port, 10, @args);
+    return 1;
 }
 
 # op_reserve(): choose the OP port without starting it (provider down at start)
@@ -239,37 +236,21 @@ sub op2_start {
     my @args = ('node', "$TOP/t/op/op.mjs", '--port', $op2_port, '--state', "$ROOT/op2");
     push @args, '--redirect-uri', $_ for @{ $o{redirect_uri} || [] };
     push @args, '--access-ttl', $o{access_ttl} if $o{access_ttl};
-    $op2_pid = fork // die "fork: $!";
-    if ($op2_pid == 0) {
-        open STDOUT, '>>', "$ROOT/op2.log";
-        open STDERR, '>&', \*STDOUT;
-        exec @args or exit 127;
-    }
-    for (1 .. 200) {
-        return 1 if port_open($op2_port);
-        die "the second test OP exited at start (see $ROOT/op2.log)\n" if waitpid($op2_pid, WNOHANG) > 0;
-        sleep 0.05;
-    }
-    die "the second test OP did not start on port $op2_port\n";
+    $op2_pid = spawn('the second test OP', "$ROOT/op2.log", $op2_port, 10, @args);
+    return 1;
 }
 
 sub op2_url { "http://127.0.0.1:$op2_port" }
 
 sub op2_stop {
     return unless $op2_pid;
-    kill 'TERM', $op2_pid;
-    for (1 .. 100) { last if waitpid($op2_pid, WNOHANG) != 0; sleep 0.05 }
-    kill 'KILL', $op2_pid if kill 0, $op2_pid;
-    waitpid($op2_pid, 0);
+    stop_process($op2_pid, 'TERM');
     undef $op2_pid;
 }
 
 sub op_stop {
     return unless $op_pid;
-    kill 'TERM', $op_pid;
-    for (1 .. 100) { last if waitpid($op_pid, WNOHANG) != 0; sleep 0.05 }
-    kill 'KILL', $op_pid if kill 0, $op_pid;
-    waitpid($op_pid, 0);
+    stop_process($op_pid, 'TERM');
     undef $op_pid;
     for (1 .. 100) { last unless port_open($op_port); sleep 0.05 }
 }
@@ -493,12 +474,7 @@ sub nginx_start {
 
 sub nginx_stop {
     return unless $ngx_pid;
-    kill 'QUIT', $ngx_pid;
-    for (1 .. 200) { last if waitpid($ngx_pid, WNOHANG) != 0; sleep 0.025 }
-    if (kill 0, $ngx_pid) {
-        kill 'KILL', $ngx_pid;
-        waitpid($ngx_pid, 0);
-    }
+    stop_process($ngx_pid, 'QUIT');
     undef $ngx_pid;
 }
 
