@@ -8,10 +8,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
 use jsonwebtoken::Algorithm;
-use serde_json::{Map, Value};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use std::fmt;
+use std::marker::PhantomData;
 
 use crate::config::{is_hmac, parse_algorithm};
-use crate::jwt::{self, Policy};
+use crate::json::{Any, Name, Names, Scalar};
+use crate::jwt::{self, Parsed};
 use crate::keys::{KeySet, KeySource};
 
 /// Proofs longer than this are refused before any parsing.
@@ -66,35 +71,49 @@ pub struct Request<'a> {
     pub now: u64,
 }
 
-/// The proof keys a worker has parsed, by their JWK text: a client signs
-/// every proof with the same key, so its parse and thumbprint are done once.
-/// Bounded (emptied when full).
+/// The proof keys a worker has parsed, by their JWK's text as the proof
+/// carries it: a client signs every proof with the same key, so its checks,
+/// its parse and its thumbprint are done once. Bounded (emptied when full).
 #[derive(Default)]
 pub struct ProofKeys {
-    keys: std::collections::HashMap<String, (std::sync::Arc<KeySet>, String)>,
+    keys: std::collections::HashMap<Box<str>, (std::sync::Arc<KeySet>, String)>,
 }
 
 /// Proof keys kept per worker before the cache starts over.
 const MAX_PROOF_KEYS: usize = 4096;
 
 impl ProofKeys {
-    fn get_or_parse(
-        &mut self,
-        jwk: Map<String, Value>,
-    ) -> Result<(std::sync::Arc<KeySet>, String), DpopError> {
-        let text = Value::Object(jwk).to_string();
-        if let Some((set, jkt)) = self.keys.get(&text) {
+    /// The key set and thumbprint of a proof's `jwk` (its JSON text): a
+    /// public key of a known type, used as the proof's own key only.
+    fn get_or_parse(&mut self, text: &str) -> Result<(std::sync::Arc<KeySet>, String), DpopError> {
+        if let Some((set, jkt)) = self.keys.get(text) {
             return Ok((set.clone(), jkt.clone()));
         }
+        if !crate::json::strict(text.as_bytes()) {
+            return Err(DpopError::Malformed);
+        }
+        let Ok(Value::Object(mut jwk)) = serde_json::from_str::<Value>(text) else {
+            return Err(DpopError::Key);
+        };
+        if PRIVATE_MEMBERS.iter().any(|m| jwk.contains_key(*m))
+            || !matches!(jwk.get("kty"), Some(Value::String(k)) if k == "RSA" || k == "EC" || k == "OKP")
+        {
+            return Err(DpopError::Key);
+        }
+        // the key only as the proof's: no kid, alg or use of its own to match
+        for m in ["kid", "alg", "use", "key_ops"] {
+            jwk.remove(m);
+        }
+        let bare = Value::Object(jwk).to_string();
         let set = KeySet::parse(
-            format!("{{\"keys\":[{text}]}}").as_bytes(),
+            format!("{{\"keys\":[{bare}]}}").as_bytes(),
             KeySource::Network,
         )
         .map_err(|_| DpopError::Key)?;
         if set.keys.len() != 1 {
             return Err(DpopError::Key);
         }
-        let jwk: Jwk = serde_json::from_str(&text).map_err(|_| DpopError::Key)?;
+        let jwk: Jwk = serde_json::from_str(&bare).map_err(|_| DpopError::Key)?;
         let jkt = jwk
             .thumbprint(ThumbprintHash::SHA256)
             .map_err(|_| DpopError::Key)?;
@@ -102,7 +121,7 @@ impl ProofKeys {
             self.keys.clear();
         }
         let set = std::sync::Arc::new(set);
-        self.keys.insert(text, (set.clone(), jkt.clone()));
+        self.keys.insert(text.into(), (set.clone(), jkt.clone()));
         Ok((set, jkt))
     }
 }
@@ -114,16 +133,97 @@ pub struct Proof {
     pub jti: String,
 }
 
-fn b64_json(part: &str) -> Result<Map<String, Value>, DpopError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|_| DpopError::Malformed)?;
-    if !crate::json::strict(&bytes) {
-        return Err(DpopError::Malformed);
+/// A proof's JOSE header as the checks read it, in one strict pass: the
+/// `jwk` is kept as its text (a key seen before is found by it).
+#[derive(Default)]
+struct ProofHeader<'a> {
+    typ: Option<Scalar<'a>>,
+    alg: Option<Scalar<'a>>,
+    jwk: Option<&'a RawValue>,
+    crit: bool,
+}
+
+impl<'de> Deserialize<'de> for ProofHeader<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ProofHeaderVisitor)
     }
-    match serde_json::from_slice(&bytes) {
-        Ok(Value::Object(m)) => Ok(m),
-        _ => Err(DpopError::Malformed),
+}
+
+struct ProofHeaderVisitor;
+
+impl<'de> Visitor<'de> for ProofHeaderVisitor {
+    type Value = ProofHeader<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a DPoP proof's JOSE header")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        let mut h = ProofHeader::default();
+        let mut names = Names::default();
+        while let Some(Name(k)) = a.next_key::<Name<'de>>()? {
+            names.add(k.clone())?;
+            match &*k {
+                "typ" => h.typ = Some(a.next_value_seed(Any)?),
+                "alg" => h.alg = Some(a.next_value_seed(Any)?),
+                "jwk" => h.jwk = Some(a.next_value()?),
+                "crit" => {
+                    a.next_value_seed(Any)?;
+                    h.crit = true;
+                }
+                _ => {
+                    a.next_value_seed(Any)?;
+                }
+            }
+        }
+        Ok(h)
+    }
+}
+
+/// A proof's claims as the checks read them, in one strict pass.
+#[derive(Default)]
+struct ProofClaims<'a> {
+    jti: Option<Scalar<'a>>,
+    htm: Option<Scalar<'a>>,
+    htu: Option<Scalar<'a>>,
+    iat: Option<Scalar<'a>>,
+    ath: Option<Scalar<'a>>,
+}
+
+impl<'de> Deserialize<'de> for ProofClaims<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ProofClaimsVisitor)
+    }
+}
+
+struct ProofClaimsVisitor;
+
+impl<'de> Visitor<'de> for ProofClaimsVisitor {
+    type Value = ProofClaims<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a DPoP proof's claims")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        let mut c = ProofClaims::default();
+        let mut names = Names::default();
+        while let Some(Name(k)) = a.next_key::<Name<'de>>()? {
+            names.add(k.clone())?;
+            let v = a.next_value_seed(Any)?;
+            match &*k {
+                "jti" => c.jti = Some(v),
+                "htm" => c.htm = Some(v),
+                "htu" => c.htu = Some(v),
+                "iat" => c.iat = Some(v),
+                "ath" => c.ath = Some(v),
+                _ => {}
+            }
+        }
+        Ok(c)
+    }
+}
+
+fn text<'s>(v: &'s Option<Scalar<'_>>) -> Option<&'s str> {
+    match v {
+        Some(Scalar::Str(s)) => Some(s),
+        _ => None,
     }
 }
 
@@ -169,6 +269,27 @@ pub fn ath(token: &str) -> String {
     URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, token.as_bytes()))
 }
 
+/// Is `claimed` the `ath` of this token? (No allocation.)
+fn ath_matches(claimed: &str, token: &str) -> bool {
+    let mut out = [0u8; 43];
+    let d = digest::digest(&digest::SHA256, token.as_bytes());
+    URL_SAFE_NO_PAD
+        .encode_slice(d.as_ref(), &mut out)
+        .is_ok_and(|n| out[..n] == *claimed.as_bytes())
+}
+
+/// RFC 9449 §4.3 step 9: `htu` names the request's URL, query and fragment
+/// aside. The same text matches at once; other spellings are compared
+/// normalised (`bare_url`).
+fn same_target(htu: &str, url: &str) -> bool {
+    let cut = |u: &str| u.find(['?', '#']).map_or(u.len(), |i| i);
+    let (a, b) = (&htu[..cut(htu)], &url[..cut(url)]);
+    if a == b && (a.starts_with("https://") || a.starts_with("http://")) {
+        return true;
+    }
+    matches!((bare_url(htu), bare_url(url)), (Some(a), Some(b)) if a == b)
+}
+
 /// A URL without its query and fragment, normalised (scheme and host in
 /// lower case, default port dropped) for comparing `htu`.
 fn bare_url(u: &str) -> Option<String> {
@@ -196,71 +317,72 @@ pub fn check_proof_with(
         return Err(DpopError::TooLarge);
     }
     let mut parts = proof.split('.');
-    let (Some(h), Some(p), Some(_), None) =
+    let (Some(h), Some(p), Some(s), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(DpopError::Malformed);
     };
-    let header = b64_json(h)?;
-    match header.get("typ") {
-        Some(Value::String(t)) if t.eq_ignore_ascii_case("dpop+jwt") => {}
+    let (mut hbuf, mut hheap) = ([0u8; 1024], Vec::new());
+    let header = match jwt::decode_part(h, &mut hbuf, &mut hheap) {
+        Some(bytes) => jwt::read_json(bytes, PhantomData::<ProofHeader>),
+        None => None,
+    };
+    let Some(header) = header else {
+        return Err(DpopError::Malformed);
+    };
+    match text(&header.typ) {
+        Some(t) if t.eq_ignore_ascii_case("dpop+jwt") => {}
         _ => return Err(DpopError::Type),
     }
-    let alg = match header.get("alg") {
-        Some(Value::String(a)) => parse_algorithm(a).map_err(|_| DpopError::Algorithm)?,
-        _ => return Err(DpopError::Algorithm),
+    let alg = match text(&header.alg) {
+        Some(a) => parse_algorithm(a).map_err(|_| DpopError::Algorithm)?,
+        None => return Err(DpopError::Algorithm),
     };
     if is_hmac(alg) || !req.algorithms.contains(&alg) {
         return Err(DpopError::Algorithm);
     }
-    let jwk = match header.get("jwk") {
-        Some(Value::Object(j)) => j,
-        _ => return Err(DpopError::Key),
-    };
-    if PRIVATE_MEMBERS.iter().any(|m| jwk.contains_key(*m))
-        || !matches!(jwk.get("kty"), Some(Value::String(k)) if k == "RSA" || k == "EC" || k == "OKP")
-    {
+    let Some(jwk) = header.jwk.filter(|j| j.get().starts_with('{')) else {
         return Err(DpopError::Key);
-    }
-    // the key only as the proof's: no kid, alg or use of its own to match
-    let mut bare = jwk.clone();
-    for m in ["kid", "alg", "use", "key_ops"] {
-        bare.remove(m);
-    }
-    let (set, jkt) = keys.get_or_parse(bare)?;
-    let policy = Policy {
-        issuer: None,
-        audiences: Vec::new(),
-        algorithms: vec![alg],
-        skew_secs: 0,
     };
-    let parsed = jwt::parse_typed(proof, &policy, |t| t.eq_ignore_ascii_case("dpop+jwt"))
-        .map_err(|_| DpopError::Malformed)?;
+    let (set, jkt) = keys.get_or_parse(jwk.get())?;
+    // the JWS itself: base64url parts, no extension we would have to know
+    if header.crit
+        || h.is_empty()
+        || p.is_empty()
+        || s.is_empty()
+        || !jwt::is_b64url(h)
+        || !jwt::is_b64url(p)
+        || !jwt::is_b64url(s)
+    {
+        return Err(DpopError::Malformed);
+    }
+    let parsed = Parsed::of_parts(alg, &proof[..h.len() + 1 + p.len()], s);
     jwt::verify(&parsed, &[&*set]).map_err(|_| DpopError::Signature)?;
-    let claims = b64_json(p)?;
-    let text = |n: &str| match claims.get(n) {
-        Some(Value::String(s)) => Some(s.as_str()),
-        _ => None,
+    let (mut pbuf, mut pheap) = ([0u8; 1024], Vec::new());
+    let claims = match jwt::decode_part(p, &mut pbuf, &mut pheap) {
+        Some(bytes) => jwt::read_json(bytes, PhantomData::<ProofClaims>),
+        None => None,
     };
-    let jti = text("jti").filter(|j| !j.is_empty() && j.len() <= 256);
-    let Some(jti) = jti else {
+    let Some(claims) = claims else {
+        return Err(DpopError::Malformed);
+    };
+    let Some(jti) = text(&claims.jti).filter(|j| !j.is_empty() && j.len() <= 256) else {
         return Err(DpopError::NoJti);
     };
-    if text("htm") != Some(req.method) {
+    if text(&claims.htm) != Some(req.method) {
         return Err(DpopError::Method);
     }
-    match (text("htu").and_then(bare_url), bare_url(req.url)) {
-        (Some(a), Some(b)) if a == b => {}
-        _ => return Err(DpopError::Url),
+    if !text(&claims.htu).is_some_and(|u| same_target(u, req.url)) {
+        return Err(DpopError::Url);
     }
-    let iat = claims
-        .get("iat")
-        .and_then(Value::as_u64)
-        .ok_or(DpopError::Time)?;
+    let iat = match claims.iat {
+        Some(Scalar::U64(n)) => n,
+        _ => return Err(DpopError::Time),
+    };
     if iat > req.now.saturating_add(req.window) || req.now > iat.saturating_add(req.window) {
         return Err(DpopError::Time);
     }
-    if text("ath") != Some(ath(req.access_token).as_str()) {
+    if !text(&claims.ath).is_some_and(|a| ath_matches(a, req.access_token)) {
         return Err(DpopError::TokenHash);
     }
     Ok(Proof {
@@ -273,7 +395,7 @@ pub fn check_proof_with(
 mod tests {
     use super::*;
     use jsonwebtoken::{encode, EncodingKey, Header};
-    use serde_json::json;
+    use serde_json::{json, Map};
 
     const EC_PRIV: &str = include_str!("../testdata/ec_priv.pem");
     const EC_JWKS: &str = include_str!("../testdata/ec_jwks.json");
@@ -350,6 +472,89 @@ mod tests {
         r.url = "https://API.example.com:443/data?x=1";
         let c = with(|m| drop(m.insert("htu".into(), json!(format!("{URL}#frag")))));
         assert!(check_proof(&proof_with(|_| {}, c), &r).is_ok());
+    }
+
+    #[test]
+    fn targets() {
+        let u = "https://api.example.com/data";
+        assert!(same_target(u, u));
+        assert!(same_target(
+            "https://api.example.com/data?a=1#f",
+            "https://api.example.com/data?b"
+        ));
+        // other spellings of the same URL, normalised
+        assert!(same_target("HTTPS://API.Example.com:443/data", u));
+        assert!(same_target("https://api.example.com/x/../data", u));
+        assert!(!same_target("https://api.example.com/data/", u));
+        assert!(!same_target("https://api.example.com/dat", u));
+        assert!(!same_target("http://api.example.com/data", u));
+        assert!(!same_target("https://api.example.com:8443/data", u));
+        assert!(!same_target(
+            "ftp://api.example.com/data",
+            "ftp://api.example.com/data"
+        ));
+        assert!(!same_target("", u));
+        assert!(ath_matches(&ath("tok"), "tok"));
+        assert!(!ath_matches(&ath("tok"), "tok2"));
+        assert!(!ath_matches("", "tok"));
+    }
+
+    #[test]
+    fn a_key_seen_before() {
+        // the second proof of a key finds it parsed; another spelling of a
+        // key, or a private member added, is read anew and judged anew
+        let mut keys = ProofKeys::default();
+        let first =
+            check_proof_with(&proof_with(|_| {}, good_claims()), &req(), &mut keys).unwrap();
+        let c = with(|m| drop(m.insert("jti".into(), json!("j2"))));
+        let second = check_proof_with(&proof_with(|_| {}, c), &req(), &mut keys).unwrap();
+        assert_eq!(first.jkt, second.jkt);
+        assert_eq!(keys.keys.len(), 1);
+        let good = proof_with(|_| {}, good_claims());
+        let rest: Vec<&str> = good.split('.').collect();
+        let mut priv_jwk = ec_jwk();
+        priv_jwk.insert("d".into(), json!("AAAA"));
+        let h = URL_SAFE_NO_PAD
+            .encode(json!({"typ":"dpop+jwt","alg":"ES256","jwk": priv_jwk}).to_string());
+        let forged = format!("{h}.{}.{}", rest[1], rest[2]);
+        assert_eq!(
+            check_proof_with(&forged, &req(), &mut keys).unwrap_err(),
+            DpopError::Key
+        );
+        // a jwk that is not an object, a duplicate member inside it, crit
+        let h = URL_SAFE_NO_PAD.encode(r#"{"typ":"dpop+jwt","alg":"ES256","jwk":"k"}"#);
+        let p = format!("{h}.{}.{}", rest[1], rest[2]);
+        assert_eq!(
+            check_proof_with(&p, &req(), &mut keys).unwrap_err(),
+            DpopError::Key
+        );
+        let dup = r#"{"typ":"dpop+jwt","alg":"ES256","jwk":{"kty":"EC","kty":"EC"}}"#;
+        let p = format!("{}.{}.{}", URL_SAFE_NO_PAD.encode(dup), rest[1], rest[2]);
+        assert_eq!(
+            check_proof_with(&p, &req(), &mut keys).unwrap_err(),
+            DpopError::Malformed
+        );
+        let dup = r#"{"typ":"dpop+jwt","typ":"dpop+jwt","alg":"ES256"}"#;
+        let p = format!("{}.{}.{}", URL_SAFE_NO_PAD.encode(dup), rest[1], rest[2]);
+        assert_eq!(
+            check_proof_with(&p, &req(), &mut keys).unwrap_err(),
+            DpopError::Malformed
+        );
+        let crit = proof_with(|h| h.crit = Some(vec!["x".into()]), good_claims());
+        assert_eq!(
+            check_proof_with(&crit, &req(), &mut keys).unwrap_err(),
+            DpopError::Malformed
+        );
+        // escaped strings in the claims read as their values
+        let payload = format!(
+            r#"{{"jti":"j\u0033","htm":"G\u0045T","htu":"https:\/\/api.example.com\/data","iat":{NOW},"ath":"{}"}}"#,
+            ath(TOKEN)
+        );
+        let input = format!("{}.{}", rest[0], URL_SAFE_NO_PAD.encode(payload));
+        let key = EncodingKey::from_ec_pem(EC_PRIV.as_bytes()).unwrap();
+        let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::ES256).unwrap();
+        let escaped = check_proof_with(&format!("{input}.{sig}"), &req(), &mut keys).unwrap();
+        assert_eq!(escaped.jti, "j3");
     }
 
     #[test]

@@ -47,6 +47,20 @@ pub struct Parsed<'a> {
     payload: &'a str,
 }
 
+impl<'a> Parsed<'a> {
+    /// The parts of a JWS whose header the caller read itself (a DPoP
+    /// proof's), for `verify`.
+    pub(crate) fn of_parts(alg: Algorithm, signing_input: &'a str, signature: &'a str) -> Self {
+        Parsed {
+            alg,
+            kid: None,
+            signing_input,
+            signature,
+            payload: "",
+        }
+    }
+}
+
 /// The unverified `iss` of a JWT's payload: only to choose which provider's
 /// keys and rules validate it (several providers at one location); the
 /// validation that follows checks it again, signed.
@@ -86,12 +100,16 @@ pub(crate) fn all_bytes(s: &[u8], pred: impl Fn(u8) -> bool + Copy) -> bool {
         .all(|c| c.iter().fold(0u8, |bad, &b| bad | u8::from(!pred(b))) == 0)
 }
 
-fn is_b64url(s: &str) -> bool {
+pub(crate) fn is_b64url(s: &str) -> bool {
     all_bytes(s.as_bytes(), b64url_byte)
 }
 
 /// Base64url-decode a part into `buf` when it fits, else onto the heap.
-fn decode_part<'b>(part: &str, buf: &'b mut [u8], heap: &'b mut Vec<u8>) -> Option<&'b [u8]> {
+pub(crate) fn decode_part<'b>(
+    part: &str,
+    buf: &'b mut [u8],
+    heap: &'b mut Vec<u8>,
+) -> Option<&'b [u8]> {
     if part.len().div_ceil(4) * 3 <= buf.len() {
         let n = URL_SAFE_NO_PAD.decode_slice(part, buf).ok()?;
         Some(&buf[..n])
@@ -142,7 +160,10 @@ impl<'de> Visitor<'de> for JoseHeaderVisitor {
 }
 
 /// Parse JSON text completely (nothing may follow it) with `seed`.
-fn read_json<'de, S: DeserializeSeed<'de>>(bytes: &'de [u8], seed: S) -> Option<S::Value> {
+pub(crate) fn read_json<'de, S: DeserializeSeed<'de>>(
+    bytes: &'de [u8],
+    seed: S,
+) -> Option<S::Value> {
     let mut d = serde_json::Deserializer::from_slice(bytes);
     let v = seed.deserialize(&mut d).ok()?;
     d.end().ok()?;
