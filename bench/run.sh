@@ -8,32 +8,44 @@
 #     (no auth, mod_oauth2, mod_auth_openidc with a bearer token and with a
 #     session cookie). One nginx worker / one Apache process each; wrk with
 #     fixed connections and duration; every scenario ROUNDS times,
-#     interleaved; medians and ratios to the ceiling of the same run;
+#     interleaved; median rates, and ratios taken round by round against
+#     the ceiling's run of the same round (median of the rounds);
 #  2. non-blocking: p99 of a public location while 50 logins wait on a token
 #     endpoint that answers after 2 s, against its idle p99;
 #  3. memory: worker RSS after 1,000,000 distinct valid tokens, against the
 #     configured token cache bound.
 #
-#   bench/run.sh    (DURATION=10 CONNECTIONS=32 ROUNDS=3 WARMUP=2 MISS_TOKENS=10000
+#   bench/run.sh    (DURATION=6 CONNECTIONS=32 ROUNDS=5 WARMUP=2 MISS_TOKENS=10000
 #                    MEM_TOKENS=1000000 MEM_CACHE=16m; SCENARIOS="..." runs
 #                    only those, PARTS="throughput nonblocking memory" only
 #                    those parts; PERF=1 also profiles each nginx scenario
-#                    with perf in an extra, uncounted round: $WORK/perf.*.txt)
+#                    with perf in an extra, uncounted round: $WORK/perf.*.txt;
+#                    HALT_POLL_NS: see bench/lib.sh; CACHED_ROUNDS=30
+#                    CACHED_DURATION=2: the cached paths measured again)
 source "$(dirname "$0")/lib.sh"
 source "$TOP/bench/apache.sh"
-DURATION=${DURATION:-10}
+DURATION=${DURATION:-6}
 CONNECTIONS=${CONNECTIONS:-32}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 MISS_TOKENS=${MISS_TOKENS:-10000}
 MEM_TOKENS=${MEM_TOKENS:-1000000}
 MEM_CACHE=${MEM_CACHE:-16m}
 WARMUP=${WARMUP:-2}
-ALL_SCENARIOS="ceiling ceiling_cookie rs256 es256 rs256_multi cookie cookie_shm cookie_redis cookie_redis_miss dpop miss authreq ap_ceiling ap_oauth2 ap_openidc ap_cookie w2_ceiling w2_rs256 w2_miss wauto_ceiling wauto_rs256 wauto_miss"
+ALL_SCENARIOS="ceiling rs256 ceiling_es es256 ceiling_again rs256_multi ceiling_cookie cookie cookie_shm cookie_redis cookie_redis_miss dpop miss authreq ap_ceiling ap_oauth2 ap_openidc ap_cookie w2_ceiling w2_rs256 w2_miss wauto_ceiling wauto_rs256 wauto_miss"
 read -r -a SCENARIOS <<< "${SCENARIOS:-$ALL_SCENARIOS}"
 PARTS=${PARTS:-"throughput nonblocking memory"}
 want() { [[ " $PARTS " == *" $1 "* ]]; }
 
 build
+set_halt_poll
+# PIN=1 (the default with two CPUs or more): the one-worker nginx on the
+# second CPU, wrk on the first, so neither moves between CPUs mid-run
+AFFINITY=""
+PIN_WRK=""
+if [ "${PIN:-1}" = 1 ] && [ "$(nproc)" -ge 2 ]; then
+    AFFINITY="worker_cpu_affinity 10;"
+    PIN_WRK="taskset -c 0"
+fi
 NGX_PORT=$(free_port)
 start_op --access-ttl 7200 --redirect-uri "$(apache_redirect_uri)" \
     --redirect-uri "http://127.0.0.1:$NGX_PORT/shm/callback" \
@@ -66,6 +78,7 @@ printf '{"keys":[{"kty":"oct","kid":"multi","alg":"HS256","k":"%s"}]}\n' "$(cat 
 cat > "$WORK/nginx.conf" <<NEOF
 load_module $MODULE;
 worker_processes 1;
+$AFFINITY
 error_log logs/error.log notice;
 pid logs/nginx.pid;
 events { worker_connections 4096; }
@@ -139,7 +152,7 @@ start_nginx "$WORK/nginx.conf"
 declare -A WPORT
 for w in 2 auto; do
     WPORT[$w]=$(free_port)
-    sed -e "s/^worker_processes 1;/worker_processes $w;/" \
+    sed -e "s/^worker_processes 1;/worker_processes $w;/" -e '/^worker_cpu_affinity/d' \
         -e "s/listen 127.0.0.1:$NGX_PORT;/listen 127.0.0.1:${WPORT[$w]};/" \
         -e "s#pid logs/nginx.pid;#pid logs/nginx-w$w.pid;#" \
         -e "s#error_log logs/error.log#error_log logs/error-w$w.log#" \
@@ -235,6 +248,8 @@ expect 302 "$apbase/app/pixel.gif"
 
 declare -A LABEL=(
     [ceiling]="nginx, no auth (ceiling)"
+    [ceiling_es]="nginx, no auth, the ES256 request's headers"
+    [ceiling_again]="nginx, no auth (the ceiling again, later in each round)"
     [ceiling_cookie]="nginx, no auth, the cookie request's headers"
     [rs256]="this module, RS256 bearer (cached)"
     [rs256_multi]="this module, RS256 bearer (cached), location with 3 providers"
@@ -257,13 +272,18 @@ declare -A LABEL=(
     [wauto_rs256]="worker_processes auto ($(nproc)): RS256 bearer (cached)"
     [wauto_miss]="worker_processes auto ($(nproc)): new RS256 token every request"
 )
-wrk_run() { wrk -t1 -c"$CONNECTIONS" -d"${WRK_DURATION:-$DURATION}s" --latency "$@"; }
+wrk_run() { $WRK_PIN wrk -t1 -c"$CONNECTIONS" -d"${WRK_DURATION:-$DURATION}s" --latency "$@"; }
 # the base URL of a w2_* / wauto_* scenario's nginx
 wbase() { local w=${1%%_*}; echo "http://127.0.0.1:${WPORT[${w#w}]}"; }
 run_one() {
     local s=$1 out=$2
+    # wrk on the first CPU against the one-worker nginx on the second; the
+    # several-worker scenarios and Apache as the scheduler places them
+    WRK_PIN=""
+    case $s in w*_* | ap_*) ;; *) WRK_PIN=$PIN_WRK ;; esac
     case $s in
-        ceiling) wrk_run -H "Authorization: Bearer $RS" "$base/ceiling" ;;
+        ceiling | ceiling_again) wrk_run -H "Authorization: Bearer $RS" "$base/ceiling" ;;
+        ceiling_es) wrk_run -H "Authorization: Bearer $ES" "$base/ceiling" ;;
         ceiling_cookie) wrk_run -H "Cookie: $COOKIE" "$base/ceiling" ;;
         rs256) wrk_run -H "Authorization: Bearer $RS" "$base/bearer" ;;
         rs256_multi) wrk_run -H "Authorization: Bearer $RS" "$base/multi" ;;
@@ -295,20 +315,36 @@ run_one() {
     fi
 }
 if want throughput; then
+# Profiles, in an uncounted round: every nginx scenario with PERF=1; else
+# (when perf works here) the cached paths and their ceilings, whose cost is
+# smaller than the machine's noise between two runs: the module's share of
+# the worker's CPU samples in one run measures it without that noise.
+declare -A SHARE LIBC PERF_RPS
+PROFILED=()
 if [ "${PERF:-0}" = 1 ]; then
-    worker=$(worker_pids | head -1)
-    for s in "${SCENARIOS[@]}"; do
-        case $s in ap_* | w*_*) continue ;; esac
-        echo "profiling: $s" >&2
-        perf record -F 1999 -g -p "$worker" -o "$WORK/perf.$s.data" -- sleep "$DURATION" 2>/dev/null &
-        perf_pid=$!
-        run_one "$s" "$WORK/$s.perf.txt"
-        wait "$perf_pid" || true
-        perf report -i "$WORK/perf.$s.data" --no-children --percent-limit 1 --stdio 2>/dev/null \
-            | grep -v '^$' > "$WORK/perf.$s.txt" || true
-        echo "  $WORK/perf.$s.txt" >&2
+    PROFILED=("${SCENARIOS[@]}")
+elif perf record -o /dev/null -- true > /dev/null 2>&1; then
+    for s in ceiling rs256 ceiling_es es256; do
+        [[ " ${SCENARIOS[*]} " == *" $s "* ]] && PROFILED+=("$s")
     done
 fi
+worker=$(worker_pids | head -1)
+for s in "${PROFILED[@]}"; do
+    case $s in ap_* | w*_*) continue ;; esac
+    echo "profiling: $s" >&2
+    perf record -F 1999 -g -p "$worker" -o "$WORK/perf.$s.data" -- sleep "$DURATION" 2>/dev/null &
+    perf_pid=$!
+    run_one "$s" "$WORK/$s.perf.txt"
+    wait "$perf_pid" || true
+    perf report -i "$WORK/perf.$s.data" --no-children --percent-limit 1 --stdio 2>/dev/null \
+        | grep -v '^$' > "$WORK/perf.$s.txt" || true
+    dso() { perf report -i "$WORK/perf.$s.data" --no-children --sort dso --stdio -g none 2>/dev/null \
+        | awk -v d="$1" '$2 == d {sub("%", "", $1); print $1; f = 1} END {if (!f) print 0}'; }
+    SHARE[$s]=$(dso libngx_http_oauth2_module.so)
+    LIBC[$s]=$(dso libc.so.6)
+    PERF_RPS[$s]=$(awk '/Requests\/sec/ {print $2}' "$WORK/$s.perf.txt")
+    echo "  $WORK/perf.$s.txt (the module: ${SHARE[$s]} % of the samples)" >&2
+done
 # one short uncounted pass first: every server and cache warm, the first
 # round measured like the others
 for s in "${SCENARIOS[@]}"; do
@@ -321,6 +357,20 @@ for round in $(seq 1 "$ROUNDS"); do
         run_one "$s" "$WORK/$s.$round.txt"
     done
 done
+# The cached paths cost less than the machine's noise between two runs of
+# the same thing (the A/A line of the report): they are measured again in
+# CACHED_ROUNDS short rounds of the two ceilings and the two cached
+# scenarios in turn, a ratio per round, the median of the rounds.
+CACHED_IDS=""
+if [[ " ${SCENARIOS[*]} " == *" ceiling rs256 ceiling_es es256 "* ]]; then
+    for round in $(seq 1 "${CACHED_ROUNDS:-30}"); do
+        echo "cached paths, round $round of ${CACHED_ROUNDS:-30}" >&2
+        for s in ceiling rs256 ceiling_es es256; do
+            WRK_DURATION=${CACHED_DURATION:-2} run_one "$s" "$WORK/$s.c$round.txt"
+        done
+        CACHED_IDS+=" c$round"
+    done
+fi
 
 fi
 
@@ -339,8 +389,25 @@ if want throughput; then
     done
 fi
 get() { echo "${RPS[$1]:-0}"; }
+# Ratios and costs are taken round by round against the ceiling's run of the
+# same round (a few seconds apart), then the median of the rounds: the
+# machine's speed drifts by more than the module costs between rounds.
+# per_round S C EXPR: EXPR (awk, of a = S's rate, b = C's) for each round
+per_round() {
+    local s=$1 c=$2 e=$3 r
+    for r in ${ROUND_IDS:-$(seq 1 "$ROUNDS")}; do
+        awk -v a="$(rps "$WORK/$s.$r.txt")" -v b="$(rps "$WORK/$c.$r.txt")" -v v="${4:-0}" \
+            "BEGIN { if (a > 0 && b > 0) printf \"%.6f\\n\", $e }"
+    done | median
+}
+# pratio S [C]: S's rate over C's (S's own ceiling by default)
+pratio() { per_round "$1" "${2:-$(ceiling_of "$1")}" 'a / b' | awk '{printf "%.2f", $1}'; }
+# pcost S [C]: 1/r − 1/C in µs
+pcost() { per_round "$1" "${2:-$(ceiling_of "$1")}" '1e6 / a - 1e6 / b' | awk '{printf "%.2f µs", $1}'; }
+# plimit S V: S's rate over its limit 1/(1/C + 1/V), C the round's ceiling
+plimit() { per_round "$1" ceiling 'a * (1 / b + 1 / v)' "$2" | awk '{printf "%.2f", $1}'; }
 # the ceiling a scenario is compared with: its own nginx's (w2_*, wauto_*)
-ceiling_of() { case $1 in w*_*) echo "${1%%_*}_ceiling" ;; *) echo ceiling ;; esac; }
+ceiling_of() { case $1 in w*_*) echo "${1%%_*}_ceiling" ;; es256) echo ceiling_es ;; *) echo ceiling ;; esac; }
 C=$(get ceiling)
 V=0
 if want throughput && [[ " ${SCENARIOS[*]} " == *" miss "* ]]; then
@@ -510,63 +577,84 @@ if want throughput; then
     echo "| scenario | requests/s (median of $ROUNDS) | p99 latency | ratio to the ceiling | cost per request vs the ceiling (1/r − 1/C) |"
     echo "|---|---:|---:|---:|---:|"
     for s in "${SCENARIOS[@]}"; do
-        c=$(get "$(ceiling_of "$s")")
-        printf '| %s | %.0f | %s ms | %s | %s |\n' "${LABEL[$s]}" "${RPS[$s]}" "${P99[$s]}" "$(ratio "${RPS[$s]}" "$c")" "$(cost_us "${RPS[$s]}" "$c")"
+        printf '| %s | %.0f | %s ms | %s | %s |\n' "${LABEL[$s]}" "${RPS[$s]}" "${P99[$s]}" "$(pratio "$s")" "$(pcost "$s")"
     done
     echo
     echo "Targets (ratios from this run):"
     echo
     # a target line only when its scenarios ran (SCENARIOS may pick a few)
     for s in rs256 es256 rs256_multi; do
-        ran $s || continue
-        r=$(ratio "$(get $s)" "$C")
-        target=0.90
-        [ "$s" = rs256_multi ] && target=0.95
-        echo "- ${LABEL[$s]}: $r of the ceiling (target $target: $(verdict "$r" "$target"))"
+        ran $s && ran "$(ceiling_of $s)" || continue
+        r=$(pratio $s)
+        c=$(pcost $s)
+        if [ -n "$CACHED_IDS" ] && [ $s != rs256_multi ]; then
+            r=$(ROUND_IDS=$CACHED_IDS pratio $s)
+            c=$(ROUND_IDS=$CACHED_IDS pcost $s)
+        fi
+        of="the ceiling"
+        [ $s = es256 ] && of="the ceiling fed its headers (its token is shorter than the RS256 one)"
+        if [ $s = rs256_multi ]; then
+            echo "- ${LABEL[$s]}: $r of $of, $c per request (target ≥ 0.95: $(verdict "$r" 0.95))"
+        else
+            ok=$(awk -v r="$r" -v c="${c% µs}" 'BEGIN { print (r >= 0.95 && c <= 0.5) ? "met" : "missed" }')
+            echo "- ${LABEL[$s]}: $r of $of, $c per request, median of ${CACHED_ROUNDS:-30} rounds of ${CACHED_DURATION:-2} s (target ≥ 0.95 and ≤ 0.50 µs: $ok)"
+        fi
     done
+    for s in rs256 es256; do
+        c=$(ceiling_of $s)
+        [ -n "${SHARE[$s]:-}" ] && [ -n "${SHARE[$c]:-}" ] || continue
+        echo "- ${LABEL[$s]}, profiled (perf, one uncounted run at $(printf '%.0f' "${PERF_RPS[$s]}") requests/s): the module's own code"
+        echo "  ${SHARE[$s]} % of the worker's samples (${SHARE[$c]} % at its ceiling, whose location it only declines), libc"
+        echo "  ${LIBC[$s]} % (${LIBC[$c]} %): $(awk -v m="${SHARE[$s]}" -v mc="${SHARE[$c]}" -v l="${LIBC[$s]}" -v lc="${LIBC[$c]}" -v r="${PERF_RPS[$s]}" \
+            'BEGIN { d = (m - mc) + (l - lc); if (d < 0) d = 0; printf "%.2f µs", d / 100 * 1e6 / r }') per request beyond the ceiling's (target ≤ 0.50 µs)"
+    done
+    if ran ceiling_again; then
+        echo "- the noise of this run: the ceiling measured again later in each round reaches $(pratio ceiling_again) of"
+        echo "  its first measurement (an A/A comparison, $(pcost ceiling_again)): differences of that size are the machine's"
+    fi
     if ran cookie_shm; then
-        r=$(ratio "$(get cookie_shm)" "$C")
+        r=$(pratio cookie_shm)
         echo "- ${LABEL[cookie_shm]}: $r of the plain ceiling (target 0.90: $(verdict "$r" 0.90)); its cookie is $(printf '%s' "$SHM_COOKIE" | wc -c) bytes"
     fi
     if ran cookie_redis; then
-        r=$(ratio "$(get cookie_redis)" "$C")
+        r=$(pratio cookie_redis)
         echo "- ${LABEL[cookie_redis]}: $r of the plain ceiling (target 0.85: $(verdict "$r" 0.85)); its cookie is $(printf '%s' "$REDIS_COOKIE" | wc -c) bytes"
     fi
     if ran cookie_redis_miss && ran cookie_redis; then
         echo "- a Redis round trip on a per-worker cache miss (record read, request parked and woken, sealed"
-        echo "  record opened): $(cost_us "$(get cookie_redis_miss)" "$(get cookie_redis)") per request beyond a cache hit (1/r − 1/r_hit);"
-        echo "  the miss rate, $(printf '%.0f' "$(get cookie_redis_miss)") requests/s with $CONNECTIONS connections, is $(ratio "$(get cookie_redis_miss)" "$(get cookie_redis)") of the hit rate"
+        echo "  record opened): $(pcost cookie_redis_miss cookie_redis) per request beyond a cache hit (1/r − 1/r_hit);"
+        echo "  the miss rate, $(printf '%.0f' "$(get cookie_redis_miss)") requests/s with $CONNECTIONS connections, is $(pratio cookie_redis_miss cookie_redis) of the hit rate"
     fi
     if ran cookie && ran ceiling_cookie; then
-        r=$(ratio "$(get cookie)" "$C")
-        r2=$(ratio "$(get cookie)" "$(get ceiling_cookie)")
+        r=$(pratio cookie)
+        r2=$(pratio cookie ceiling_cookie)
         echo "- ${LABEL[cookie]}: $r2 of the ceiling fed the same request headers (target 0.90: $(verdict "$r2" 0.90));"
-        echo "  $r of the plain ceiling, where nginx alone, with no auth, reaches $(ratio "$(get ceiling_cookie)" "$C") with those headers"
+        echo "  $r of the plain ceiling, where nginx alone, with no auth, reaches $(pratio ceiling_cookie) with those headers"
     fi
     if ran miss; then
         echo "- RSA-2048 verifies/s on this machine (\`openssl speed rsa2048\`): V = $V; physical limit of"
         echo "  the cache-miss scenario 1/(1/C + 1/V) = $LIMIT requests/s (C = ceiling);"
-        r=$(ratio "$(get miss)" "$LIMIT")
+        r=$(plimit miss "$V")
         echo "  cache-miss RS256 reaches $r of it (target 0.80: $(verdict "$r" 0.80); the compass: 0.90)"
         if [ -n "$VW" ]; then
             LW=$(awk -v c="$C" -v v="$VW" 'BEGIN { printf "%.0f", 1 / (1 / c + 1 / v) }')
             echo "  (the module's whole validation of a new RS256 token, outside nginx, runs at $VW/s;"
-            echo "  with it 1/(1/C + 1/that) = $LW requests/s, which the scenario reaches $(ratio "$(get miss)" "$LW") of;"
+            echo "  with it 1/(1/C + 1/that) = $LW requests/s, which the scenario reaches $(plimit miss "$VW") of;"
             echo "  the bare signature check alone runs at $VBARE/s: the whole validation is $(ratio "$VW" "$VBARE") of it, target ≥ 0.90)"
         fi
     fi
     if ran dpop && [ "$VE" != 0 ]; then
         LE=$(awk -v c="$C" -v v="$VE" 'BEGIN { printf "%.0f", 1 / (1 / c + 1 / v) }')
-        r=$(ratio "$(get dpop)" "$LE")
+        r=$(plimit dpop "$VE")
         echo "- ECDSA P-256 verifies/s (\`openssl speed ecdsap256\`): V = $VE; the DPoP scenario's limit"
         echo "  1/(1/C + 1/V) = $LE requests/s; it reaches $r of it (target 0.80: $(verdict "$r" 0.80))"
     fi
     for w in w2 wauto; do
         ran ${w}_ceiling && ran ${w}_rs256 || continue
-        r=$(ratio "$(get ${w}_rs256)" "$(get ${w}_ceiling)")
-        echo "- ${LABEL[${w}_rs256]}: $r of its ceiling (target 0.95: $(verdict "$r" 0.95)), $(cost_us "$(get ${w}_rs256)" "$(get ${w}_ceiling)") per request"
+        r=$(pratio ${w}_rs256)
+        echo "- ${LABEL[${w}_rs256]}: $r of its ceiling (target 0.95: $(verdict "$r" 0.95)), $(pcost ${w}_rs256) per request"
         if ran ${w}_miss && ran miss; then
-            echo "  ${LABEL[${w}_miss]}: $(ratio "$(get ${w}_miss)" "$(get miss)")× the one-worker miss rate"
+            echo "  ${LABEL[${w}_miss]}: $(pratio ${w}_miss miss)× the one-worker miss rate"
         fi
     done
     if [ -n "$SHARED" ]; then
@@ -585,12 +673,12 @@ if want throughput; then
     if ran authreq && ran ap_oauth2; then
         for s in rs256 es256 cookie; do
             ran $s || continue
-            a=$(ratio "$(get $s)" "$(get authreq)")
-            b=$(ratio "$(get $s)" "$(get ap_oauth2)")
+            a=$(pratio $s authreq)
+            b=$(pratio $s ap_oauth2)
             echo "- ${LABEL[$s]}: ${a}× the auth_request floor (target 2.5: $(verdict "$a" 2.5)), ${b}× Apache mod_oauth2 (target 10: $(verdict "$b" 10))"
         done
         echo "- bounds of those two targets in this run: the ceiling itself (nginx with no auth at all) is"
-        echo "  $(ratio "$C" "$(get authreq)")× the auth_request floor and $(ratio "$C" "$(get ap_oauth2)")× Apache mod_oauth2; no check inside nginx can exceed it"
+        echo "  $(pratio ceiling authreq)× the auth_request floor and $(pratio ceiling ap_oauth2)× Apache mod_oauth2; no check inside nginx can exceed it"
     fi
     echo
 fi
@@ -620,7 +708,8 @@ fi
     echo "The nginx ceiling, the auth_request floor and the Apache peers get the same request as the"
     echo "RS256 scenario (with its Authorization header); the cookie scenario is also compared with the"
     echo "ceiling fed its Cookie header. wrk -t1 -c$CONNECTIONS -d${DURATION}s after a ${WARMUP} s warm-up of each, one nginx worker, one Apache"
-    echo "process (event MPM, 64 threads), all on 127.0.0.1;"
+    echo "process (event MPM, 64 threads), all on 127.0.0.1; ratios and costs are each round's run against the"
+    echo "ceiling's run of the same round, the median of the $ROUNDS rounds; $HALT_POLL_NOTE;"
     echo "$(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(uname -sr), $(date -u +%Y-%m-%d),"
     echo "this CPU's \`openssl speed\`: $(openssl speed -seconds 1 rsa2048 2>/dev/null | awk '/^rsa 2048/ {printf "%.0f RSA-2048 verifies/s", $NF}'), $(openssl speed -seconds 1 ecdsap256 2>/dev/null | awk '/256 bits ecdsa/ {printf "%.0f ECDSA P-256 verifies/s", $NF}'),"
     echo "$("$NGINX" -v 2>&1 | sed 's/.*: //'), $(/usr/sbin/apache2 -v | awk -F': ' '/version/ {print $2}'),"

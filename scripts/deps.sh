@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs=(libclang-dev libpcre2-dev zlib1g-dev libssl-dev libtest-base-perl curl openssl chromium python3-prometheus-client redis-server redis-tools)
-[ "${WITH_BENCH:-0}" = 1 ] && pkgs+=(wrk apache2 libapache2-mod-oauth2 libapache2-mod-auth-openidc)
+[ "${WITH_BENCH:-0}" = 1 ] && pkgs+=(wrk apache2 libapache2-mod-oauth2 libapache2-mod-auth-openidc linux-perf)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
