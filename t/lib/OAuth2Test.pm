@@ -48,7 +48,8 @@ our @EXPORT = qw(run_tests op_start op_stop op_url op_port op_ctl token mint
                  write_cookie_keys make_tls nginx_t_text op2_start op2_url nginx_port2
                  op2_ctl token2 mint2 op_stat op_fault bearer
                  redis_start redis_stop redis_signal redis_cli redis_port fixed_port2
-                 nginx2_start dpop_proof make_client_cert logout_at_provider);
+                 nginx2_start dpop_proof make_client_cert logout_at_provider
+                 spawn stop_process);
 
 sub import {
     my $caller = caller;
