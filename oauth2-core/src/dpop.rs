@@ -15,7 +15,7 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use crate::config::{is_hmac, parse_algorithm};
-use crate::json::{Any, Name, Names, Scalar};
+use crate::json::{Any, Name, Names, Pick, Scalar};
 use crate::jwt::{self, Parsed};
 use crate::keys::{KeySet, KeySource};
 
@@ -178,48 +178,6 @@ impl<'de> Visitor<'de> for ProofHeaderVisitor {
     }
 }
 
-/// A proof's claims as the checks read them, in one strict pass.
-#[derive(Default)]
-struct ProofClaims<'a> {
-    jti: Option<Scalar<'a>>,
-    htm: Option<Scalar<'a>>,
-    htu: Option<Scalar<'a>>,
-    iat: Option<Scalar<'a>>,
-    ath: Option<Scalar<'a>>,
-}
-
-impl<'de> Deserialize<'de> for ProofClaims<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(ProofClaimsVisitor)
-    }
-}
-
-struct ProofClaimsVisitor;
-
-impl<'de> Visitor<'de> for ProofClaimsVisitor {
-    type Value = ProofClaims<'de>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a DPoP proof's claims")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
-        let mut c = ProofClaims::default();
-        let mut names = Names::default();
-        while let Some(Name(k)) = a.next_key::<Name<'de>>()? {
-            names.add(k.clone())?;
-            let v = a.next_value_seed(Any)?;
-            match &*k {
-                "jti" => c.jti = Some(v),
-                "htm" => c.htm = Some(v),
-                "htu" => c.htu = Some(v),
-                "iat" => c.iat = Some(v),
-                "ath" => c.ath = Some(v),
-                _ => {}
-            }
-        }
-        Ok(c)
-    }
-}
-
 fn text<'s>(v: &'s Option<Scalar<'_>>) -> Option<&'s str> {
     match v {
         Some(Scalar::Str(s)) => Some(s),
@@ -360,29 +318,29 @@ pub fn check_proof_with(
     jwt::verify(&parsed, &[&*set]).map_err(|_| DpopError::Signature)?;
     let (mut pbuf, mut pheap) = ([0u8; 1024], Vec::new());
     let claims = match jwt::decode_part(p, &mut pbuf, &mut pheap) {
-        Some(bytes) => jwt::read_json(bytes, PhantomData::<ProofClaims>),
+        Some(bytes) => jwt::read_json(bytes, Pick(&["jti", "htm", "htu", "iat", "ath"])),
         None => None,
     };
-    let Some(claims) = claims else {
+    let Some([jti, htm, htu, iat, ath]) = claims else {
         return Err(DpopError::Malformed);
     };
-    let Some(jti) = text(&claims.jti).filter(|j| !j.is_empty() && j.len() <= 256) else {
+    let Some(jti) = text(&jti).filter(|j| !j.is_empty() && j.len() <= 256) else {
         return Err(DpopError::NoJti);
     };
-    if text(&claims.htm) != Some(req.method) {
+    if text(&htm) != Some(req.method) {
         return Err(DpopError::Method);
     }
-    if !text(&claims.htu).is_some_and(|u| same_target(u, req.url)) {
+    if !text(&htu).is_some_and(|u| same_target(u, req.url)) {
         return Err(DpopError::Url);
     }
-    let iat = match claims.iat {
+    let iat = match iat {
         Some(Scalar::U64(n)) => n,
         _ => return Err(DpopError::Time),
     };
     if iat > req.now.saturating_add(req.window) || req.now > iat.saturating_add(req.window) {
         return Err(DpopError::Time);
     }
-    if !text(&claims.ath).is_some_and(|a| ath_matches(a, req.access_token)) {
+    if !text(&ath).is_some_and(|a| ath_matches(a, req.access_token)) {
         return Err(DpopError::TokenHash);
     }
     Ok(Proof {

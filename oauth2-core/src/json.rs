@@ -140,6 +140,38 @@ impl<'de> Visitor<'de> for AnyVisitor {
     }
 }
 
+/// The members of an object that `names` lists, as scalars (objects and
+/// arrays among them walked strictly and summarized), in the order of
+/// `names`; every other member only walked; a duplicate name refused at
+/// every depth.
+pub struct Pick<'n, const N: usize>(pub &'n [&'n str; N]);
+
+impl<'de, const N: usize> DeserializeSeed<'de> for Pick<'_, N> {
+    type Value = [Option<Scalar<'de>>; N];
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, const N: usize> Visitor<'de> for Pick<'_, N> {
+    type Value = [Option<Scalar<'de>>; N];
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        let mut out = [const { None }; N];
+        let mut names = Names::default();
+        while let Some(Name(k)) = a.next_key::<Name<'de>>()? {
+            let v = a.next_value_seed(Any)?;
+            if let Some(i) = self.0.iter().position(|n| *n == k) {
+                out[i] = Some(v);
+            }
+            names.add(k)?;
+        }
+        Ok(out)
+    }
+}
+
 /// Is this JSON text valid with no duplicate member name at any depth?
 pub fn strict(bytes: &[u8]) -> bool {
     let mut d = serde_json::Deserializer::from_slice(bytes);
@@ -212,6 +244,21 @@ mod tests {
         assert!(strict(format!("{{{}}}", many.join(",")).as_bytes()));
         let dup = format!("{{{},\"k59\":0}}", many.join(","));
         assert!(!strict(dup.as_bytes()));
+    }
+
+    #[test]
+    fn picks() {
+        let pick = |s: &'static str| {
+            let mut d = serde_json::Deserializer::from_str(s);
+            Pick(&["a", "c"]).deserialize(&mut d)
+        };
+        let [a, c] = pick(r#"{"c":"x","b":{"a":1},"a":7}"#).unwrap();
+        assert_eq!(a, Some(Scalar::U64(7)));
+        assert_eq!(c, Some(Scalar::Str("x".into())));
+        assert_eq!(pick(r#"{"b":[1]}"#).unwrap(), [None, None]);
+        assert!(pick(r#"{"a":1,"a":1}"#).is_err());
+        assert!(pick(r#"{"b":{"x":1,"x":2}}"#).is_err());
+        assert!(pick("[1]").is_err());
     }
 
     #[test]

@@ -7,14 +7,13 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::Algorithm;
-use std::marker::PhantomData;
 
 use serde::de::{DeserializeSeed, MapAccess, Visitor};
 
 pub use crate::claims::{Binding, Claims};
 use crate::config::parse_algorithm;
 use crate::error::Rejection;
-use crate::json::{Any, AnyOf, Name, Names, Scalar};
+use crate::json::{Any, AnyOf, Name, Names, Pick, Scalar};
 use crate::keys::KeySet;
 
 /// Tokens longer than this are rejected before any parsing.
@@ -119,46 +118,6 @@ pub(crate) fn decode_part<'b>(
     }
 }
 
-/// The JOSE header members the checks read; the others are walked.
-#[derive(Default)]
-struct JoseHeader<'a> {
-    alg: Option<Scalar<'a>>,
-    typ: Option<Scalar<'a>>,
-    kid: Option<Scalar<'a>>,
-    crit: bool,
-}
-
-impl<'de> serde::Deserialize<'de> for JoseHeader<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(JoseHeaderVisitor)
-    }
-}
-
-struct JoseHeaderVisitor;
-
-impl<'de> Visitor<'de> for JoseHeaderVisitor {
-    type Value = JoseHeader<'de>;
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JOSE header")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
-        let mut h = JoseHeader::default();
-        let mut names = Names::default();
-        while let Some(Name(k)) = a.next_key::<Name<'de>>()? {
-            names.add(k.clone())?;
-            let v = a.next_value_seed(Any)?;
-            match &*k {
-                "alg" => h.alg = Some(v),
-                "typ" => h.typ = Some(v),
-                "kid" => h.kid = Some(v),
-                "crit" => h.crit = true,
-                _ => {}
-            }
-        }
-        Ok(h)
-    }
-}
-
 /// Parse JSON text completely (nothing may follow it) with `seed`.
 pub(crate) fn read_json<'de, S: DeserializeSeed<'de>>(
     bytes: &'de [u8],
@@ -200,8 +159,9 @@ pub fn parse_typed<'a>(
     }
     let (mut buf, mut heap) = ([0u8; 512], Vec::new());
     let bytes = decode_part(h, &mut buf, &mut heap).ok_or(Rejection::Malformed)?;
-    let header = read_json(bytes, PhantomData::<JoseHeader>).ok_or(Rejection::Malformed)?;
-    let alg_name = match &header.alg {
+    let [alg, typ, kid, crit] =
+        read_json(bytes, Pick(&["alg", "typ", "kid", "crit"])).ok_or(Rejection::Malformed)?;
+    let alg_name = match &alg {
         Some(Scalar::Str(a)) => a,
         _ => return Err(Rejection::Malformed),
     };
@@ -214,15 +174,15 @@ pub fn parse_typed<'a>(
         return Err(Rejection::BadSignature);
     }
     // RFC 7515 §4.1.11: we understand no extension, so any `crit` is fatal.
-    if header.crit {
+    if crit.is_some() {
         return Err(Rejection::UnsupportedCritical);
     }
-    match &header.typ {
+    match &typ {
         None => {}
         Some(Scalar::Str(t)) if typ_ok(t.strip_prefix("application/").unwrap_or(t)) => {}
         Some(_) => return Err(Rejection::BadType),
     }
-    let kid = match header.kid {
+    let kid = match kid {
         None => None,
         Some(Scalar::Str(k)) => Some(k.into_owned()),
         Some(_) => return Err(Rejection::Malformed),
