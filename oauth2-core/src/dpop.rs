@@ -503,6 +503,15 @@ mod tests {
             check_proof_with(&crit, &req(), &mut keys).unwrap_err(),
             DpopError::Malformed
         );
+        // whitespace around the jwk, as any JSON writer may put it
+        let spaced = format!(
+            r#"{{ "typ" : "dpop+jwt", "alg" : "ES256", "jwk" : {} }}"#,
+            Value::Object(ec_jwk())
+        );
+        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(spaced), rest[1]);
+        let key = EncodingKey::from_ec_pem(EC_PRIV.as_bytes()).unwrap();
+        let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::ES256).unwrap();
+        assert!(check_proof_with(&format!("{input}.{sig}"), &req(), &mut keys).is_ok());
         // escaped strings in the claims read as their values
         let payload = format!(
             r#"{{"jti":"j\u0033","htm":"G\u0045T","htu":"https:\/\/api.example.com\/data","iat":{NOW},"ath":"{}"}}"#,
