@@ -222,12 +222,8 @@ pub fn cert_thumbprint(pem: &str) -> Option<String> {
     Some(URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, &der)))
 }
 
-/// The access token's hash as `ath` carries it.
-pub fn ath(token: &str) -> String {
-    URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, token.as_bytes()))
-}
-
-/// Is `claimed` the `ath` of this token? (No allocation.)
+/// Is `claimed` the token's hash as `ath` carries it (base64url SHA-256)?
+/// No allocation.
 fn ath_matches(claimed: &str, token: &str) -> bool {
     let mut out = [0u8; 43];
     let d = digest::digest(&digest::SHA256, token.as_bytes());
@@ -361,6 +357,11 @@ mod tests {
     const RSA_JWKS: &str = include_str!("../testdata/rsa_jwks.json");
     const NOW: u64 = 1_800_000_000;
     const TOKEN: &str = "access.token.here";
+
+    /// The `ath` a client puts in its proof.
+    fn ath(token: &str) -> String {
+        URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, token.as_bytes()))
+    }
     const URL: &str = "https://api.example.com/data";
 
     fn ec_jwk() -> Map<String, Value> {
